@@ -1,0 +1,90 @@
+"""The exceptions sluicegate raises, as one small hierarchy.
+
+Catch :class:`SluicegateError` for everything, or a branch for what you care about::
+
+    try:
+        await fetch(url, output="big.iso")
+    except IncompleteTransfer:
+        ...  # the connection broke: resume later
+"""
+
+from __future__ import annotations
+
+
+class SluicegateError(Exception):
+    """Base class of every error sluicegate raises on purpose."""
+
+
+class ConfigError(SluicegateError, ValueError):
+    """A bad argument or setting: reported before anything is sent or started."""
+
+
+# -- streaming -----------------------------------------------------------------
+
+
+class StreamError(SluicegateError):
+    """Something stopped a stream from being delivered whole."""
+
+
+class ClientDisconnected(StreamError):
+    """The client went away before the response was complete."""
+
+
+class ProducerFailed(StreamError):
+    """The producer raised after the response headers were sent.
+
+    The original exception is the ``__cause__``.
+    """
+
+
+class ChannelFull(StreamError):
+    """A channel with the ``error`` policy was asked to hold more than its limit."""
+
+
+class ChannelClosed(StreamError):
+    """A producer wrote to a channel that was already closed."""
+
+
+class StreamTimedOut(StreamError):
+    """A slow or stalled reader broke the stream's stall timeout or minimum rate."""
+
+
+class OverBudget(StreamError):
+    """A new stream was refused because a stream or memory budget is spent."""
+
+
+# -- ledger ----------------------------------------------------------------------
+
+
+class LedgerError(SluicegateError):
+    """The transfer ledger could not record or read a transfer."""
+
+
+class UnknownTransfer(LedgerError, LookupError):
+    """No transfer with that id is on record."""
+
+
+# -- client ----------------------------------------------------------------------
+
+
+class FetchError(SluicegateError):
+    """Base class of what :func:`sluicegate.client.fetch` raises."""
+
+
+class HTTPStatusError(FetchError):
+    """The server answered with a status that is not a success."""
+
+
+class IncompleteTransfer(FetchError):
+    """The connection ended before the whole body arrived."""
+
+
+class DigestMismatch(FetchError):
+    """The body arrived whole but its digest differs from the server's."""
+
+
+# -- doctor ----------------------------------------------------------------------
+
+
+class DoctorError(SluicegateError):
+    """The doctor could not start, sample or stop the server under test."""

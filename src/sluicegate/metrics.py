@@ -1,0 +1,121 @@
+"""Per-stream counters that the doctor's probe and exporters read.
+
+Every :class:`~sluicegate.StreamResponse` registers a :class:`StreamMetrics` while it
+runs. The pump updates it once per message sent (never per producer chunk), so keeping
+it costs nothing measurable. :func:`snapshot` gives a plain dict for samplers::
+
+    >>> from sluicegate import metrics
+    >>> sorted(metrics.snapshot())[:3]
+    ['active_streams', 'blocked_seconds', 'bytes_buffered']
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Literal
+
+StreamState = Literal["streaming", "completed", "failed", "client_gone", "timed_out"]
+
+
+@dataclass(slots=True, eq=False)
+class StreamMetrics:
+    """What one response has done so far. Read it; only the engine writes it."""
+
+    path: str = ""
+    started: float = field(default_factory=time.monotonic)
+    state: StreamState = "streaming"
+    #: bytes the producer has handed over (after drops)
+    bytes_produced: int = 0
+    #: bytes handed to the server's ``send()`` and accepted by it
+    bytes_sent: int = 0
+    #: bytes sluicegate holds now: queued plus the message being sent
+    bytes_buffered: int = 0
+    #: the most ``bytes_buffered`` has been
+    peak_buffered: int = 0
+    #: seconds spent waiting in ``send()``: the time the client held us back
+    blocked_seconds: float = 0.0
+    #: chunks and bytes a leaky channel dropped
+    drops: int = 0
+    dropped_bytes: int = 0
+    #: the producer has not finished or been closed yet
+    producer_running: bool = True
+    ended: float | None = None
+
+
+class Registry:
+    """All streams of this process: the live ones and totals of the finished."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._active: set[StreamMetrics] = set()
+        # Streams whose client left but whose producer has not yet stopped.
+        self._lingering: set[StreamMetrics] = set()
+        self.finished: dict[str, int] = {}
+        self.bytes_sent_finished = 0
+        self.drops_finished = 0
+        self.blocked_seconds_finished = 0.0
+
+    def open(self, path: str = "") -> StreamMetrics:
+        """Register a new stream and return its counters."""
+        m = StreamMetrics(path=path)
+        with self._lock:
+            self._active.add(m)
+        return m
+
+    def close(self, m: StreamMetrics, state: StreamState) -> None:
+        """Move a stream to the finished totals."""
+        m.state = state
+        m.ended = time.monotonic()
+        m.bytes_buffered = 0
+        with self._lock:
+            self._active.discard(m)
+            self.finished[state] = self.finished.get(state, 0) + 1
+            self.bytes_sent_finished += m.bytes_sent
+            self.drops_finished += m.drops
+            self.blocked_seconds_finished += m.blocked_seconds
+            if m.producer_running:
+                self._lingering.add(m)
+
+    def producer_stopped(self, m: StreamMetrics) -> None:
+        """Record that a stream's producer has finished or been closed."""
+        m.producer_running = False
+        with self._lock:
+            self._lingering.discard(m)
+
+    def active(self) -> list[StreamMetrics]:
+        """The streams running now."""
+        with self._lock:
+            return list(self._active)
+
+    def snapshot(self) -> dict[str, float]:
+        """Totals right now, as plain numbers (safe to call from any thread)."""
+        with self._lock:
+            active = list(self._active)
+            lingering = len(self._lingering)
+            finished = dict(self.finished)
+            sent = self.bytes_sent_finished
+            drops = self.drops_finished
+            blocked = self.blocked_seconds_finished
+        return {
+            "active_streams": len(active),
+            "bytes_buffered": sum(m.bytes_buffered for m in active),
+            "bytes_sent": sent + sum(m.bytes_sent for m in active),
+            "blocked_seconds": blocked + sum(m.blocked_seconds for m in active),
+            "drops": drops + sum(m.drops for m in active),
+            "disconnects": finished.get("client_gone", 0),
+            "completed": finished.get("completed", 0),
+            "failed": finished.get("failed", 0),
+            "timed_out": finished.get("timed_out", 0),
+            "lingering_producers": lingering,
+        }
+
+
+#: The process-wide registry the engine writes to.
+REGISTRY = Registry()
+
+
+def snapshot() -> dict[str, float]:
+    """Totals of :data:`REGISTRY` right now; see :meth:`Registry.snapshot`."""
+    return REGISTRY.snapshot()
