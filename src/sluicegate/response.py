@@ -1,0 +1,249 @@
+"""``StreamResponse``: an ASGI application that streams any producer with bounded memory.
+
+It is also a Starlette ``Response``, so it can be returned from Starlette, FastAPI or
+any framework that speaks ASGI::
+
+    async def rows():
+        async for row in db.fetch("SELECT ..."):
+            yield f"{row.id},{row.name}\\n"
+
+    @app.get("/export.csv")
+    async def export():
+        return StreamResponse(rows(), media_type="text/csv")
+
+Lifecycle:
+
+* **Deferred commit.** Headers go out with the first chunk. A producer that fails
+  before its first chunk gets the client a real ``500`` with a problem+json body.
+* **After the commit** the status cannot change; a failing producer aborts the
+  response: no terminating chunk (or a short body under ``Content-Length``), so every
+  client sees an incomplete transfer.
+* **Client gone.** The producer is cancelled and closed (async generators
+  ``aclose()``\\ d, sync generators ``close()``\\ d in their thread, files closed).
+* **Sizes known in advance** (bytes, files, sized sources, or a body that ended
+  before the commit) are sent as ``Content-Length``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Mapping
+from typing import Any
+
+from starlette.background import BackgroundTask
+from starlette.responses import Response
+from starlette.types import Message, Receive, Scope, Send
+
+from sluicegate.channel import DEFAULT_LIMIT, Bytes, Channel
+from sluicegate.errors import ClientDisconnected, ConfigError
+from sluicegate.metrics import REGISTRY, StreamMetrics, StreamState
+from sluicegate.problem import MEDIA_TYPE as PROBLEM_MEDIA_TYPE
+from sluicegate.problem import problem_body
+from sluicegate.pump import MAX_MESSAGE, Producer, next_message, pump
+from sluicegate.sources import ChannelSource, Content, Source, as_source
+
+logger = logging.getLogger("sluicegate")
+
+
+class StreamResponse(Response):
+    """Stream ``content`` to the client, holding at most ``high_water_mark`` bytes.
+
+    ``content`` may be an async or sync iterable of chunks (``bytes``, ``bytearray``,
+    ``memoryview`` or ``str``), a binary file object, ``bytes``/``str``, a
+    :class:`~sluicegate.PullSource` or a :class:`~sluicegate.Channel`.
+
+    :param high_water_mark: bytes sluicegate may hold for this stream beyond the
+        producer's current chunk (read-ahead plus the message in flight).
+    :param content_length: the body's size when you know it and sluicegate cannot.
+    :param max_message: the largest ``http.response.body`` message.
+    """
+
+    media_type = "application/octet-stream"
+
+    def __init__(
+        self,
+        content: Content | Source,
+        status_code: int = 200,
+        headers: Mapping[str, str] | None = None,
+        media_type: str | None = None,
+        background: BackgroundTask | None = None,
+        *,
+        high_water_mark: int = DEFAULT_LIMIT,
+        content_length: int | None = None,
+        charset: str = "utf-8",
+        max_message: int = MAX_MESSAGE,
+    ) -> None:
+        if not isinstance(high_water_mark, int) or high_water_mark < 1:
+            raise ConfigError(f"high_water_mark must be a positive int, not {high_water_mark!r}")
+        if not isinstance(max_message, int) or max_message < 1:
+            raise ConfigError(f"max_message must be a positive int, not {max_message!r}")
+        if content_length is not None and content_length < 0:
+            raise ConfigError(f"content_length must be >= 0, not {content_length}")
+        self.status_code = status_code
+        if media_type is not None:
+            self.media_type = media_type
+        self.charset = charset
+        self.background = background
+        self.high_water_mark = high_water_mark
+        self.max_message = min(max_message, high_water_mark)
+        self.source: Source = (
+            content  # type: ignore[assignment]
+            if _is_source(content)
+            else as_source(content, charset=charset)  # type: ignore[arg-type]
+        )
+        if content_length is not None:
+            self.source.size = content_length
+        self.init_headers(headers)
+        #: This response's counters; live while it streams.
+        self.metrics: StreamMetrics | None = None
+
+    def init_headers(self, headers: Mapping[str, str] | None = None) -> None:
+        """Build ``raw_headers``; ``Content-Length`` is decided at the commit."""
+        raw = [
+            (k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in (headers or {}).items()
+        ]
+        if b"content-type" not in {k for k, _ in raw} and self.media_type is not None:
+            content_type = self.media_type
+            if content_type.startswith("text/") and "charset=" not in content_type.lower():
+                content_type += "; charset=" + self.charset
+            raw.append((b"content-type", content_type.encode("latin-1")))
+        self.raw_headers = raw
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Run the response as an ASGI application."""
+        if scope["type"] != "http":
+            raise ConfigError(f"StreamResponse serves HTTP, not {scope['type']!r}")
+        source = self.source
+        channel = source.channel if isinstance(source, ChannelSource) else None
+        if channel is None:
+            channel = Channel(self.high_water_mark, "wait")
+        metrics = self.metrics = REGISTRY.open(scope.get("path", ""))
+        producer = Producer(source, channel, metrics)
+        state: StreamState = "failed"
+        stream = _Stream(receive, producer)
+        try:
+            if scope.get("method") == "HEAD":
+                await self._send_start(send, source.size)
+                await send({"type": "http.response.body", "body": b"", "more_body": False})
+                state = "completed"
+                return
+            producer.start()
+            stream.watch()
+            try:
+                first = await next_message(channel, self.max_message)
+            except ClientDisconnected:
+                state = "client_gone"
+                return
+            except Exception as exc:
+                logger.exception("producer failed before the first chunk of %s", scope.get("path"))
+                await self._send_problem(send, exc)
+                return
+            size = source.size
+            if size is None and first is not None and channel.exhausted and channel.error is None:
+                # The whole body is already here: say how long it is.
+                size = first.nbytes if isinstance(first, memoryview) else len(first)
+            await self._send_start(send, size)
+
+            async def send_body(body: Bytes, more: bool) -> None:
+                try:
+                    await send({"type": "http.response.body", "body": body, "more_body": more})
+                except OSError as exc:  # ASGI 2.4: send() raises once the client is gone
+                    raise ClientDisconnected("the client went away") from exc
+
+            try:
+                await pump(
+                    channel,
+                    send_body,
+                    metrics,
+                    first,
+                    max_message=self.max_message,
+                    gone=stream.is_gone,
+                )
+            except ClientDisconnected:
+                state = "client_gone"
+                return
+            state = "client_gone" if stream.gone else "completed"
+        except BaseException as exc:
+            if stream.gone or isinstance(exc, ClientDisconnected):
+                state = "client_gone"
+                return
+            # After the commit the only honest signal left is an incomplete body:
+            # re-raising makes the server close the connection without the last chunk.
+            exc.add_note(f"sluicegate: response aborted after {metrics.bytes_sent} bytes")
+            raise
+        finally:
+            await stream.close()
+            REGISTRY.close(metrics, state)
+        if self.background is not None:
+            await self.background()
+
+    async def _send_start(self, send: Send, size: int | None) -> None:
+        headers = self.raw_headers
+        sized = size is not None and self.status_code not in (204, 304) and self.status_code >= 200
+        if sized and not any(k == b"content-length" for k, _ in headers):
+            headers = [*headers, (b"content-length", str(size).encode())]
+        await send({"type": "http.response.start", "status": self.status_code, "headers": headers})
+
+    async def _send_problem(self, send: Send, exc: BaseException) -> None:
+        body = problem_body(
+            500,
+            "Internal Server Error",
+            "the response failed before any of it was sent",
+            error=type(exc).__name__,
+        )
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 500,
+                "headers": [
+                    (b"content-type", PROBLEM_MEDIA_TYPE.encode()),
+                    (b"content-length", str(len(body)).encode()),
+                ],
+            }
+        )
+        await send({"type": "http.response.body", "body": body, "more_body": False})
+
+
+class _Stream:
+    """Watches for the client leaving, and stops the producer when it does."""
+
+    def __init__(self, receive: Receive, producer: Producer) -> None:
+        self._receive = receive
+        self._producer = producer
+        self._watcher: asyncio.Task[None] | None = None
+        self.gone = False
+
+    def is_gone(self) -> bool:
+        return self.gone
+
+    def watch(self) -> None:
+        self._watcher = asyncio.create_task(self._watch(), name="sluicegate-disconnect")
+
+    async def _watch(self) -> None:
+        while True:
+            message: Message = await self._receive()
+            if message["type"] == "http.disconnect":
+                break
+        self.gone = True
+        # Failing the channel wakes a sender waiting for data; cancelling the
+        # producer runs its cleanup now, not when it next tries to produce.
+        self._producer.channel.close(ClientDisconnected("the client went away"))
+        await self._producer.stop()
+
+    async def close(self) -> None:
+        watcher = self._watcher
+        if watcher is not None and not watcher.done():
+            if not self.gone:
+                watcher.cancel()
+            await asyncio.gather(watcher, return_exceptions=True)
+        await self._producer.stop()
+
+
+def _is_source(obj: Any) -> bool:
+    return (
+        hasattr(obj, "run")
+        and hasattr(obj, "aclose")
+        and hasattr(obj, "size")
+        and not isinstance(obj, Channel)
+    )
