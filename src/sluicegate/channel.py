@@ -32,7 +32,7 @@ import asyncio
 import threading
 from collections import deque
 from collections.abc import AsyncIterator
-from typing import Final, Literal, TypeAlias
+from typing import Any, Final, Literal, TypeAlias
 
 from sluicegate.errors import ChannelClosed, ChannelFull, ConfigError
 
@@ -45,6 +45,10 @@ Policy: TypeAlias = Literal["wait", "drop_oldest", "drop_newest", "error"]
 POLICIES: Final = ("wait", "drop_oldest", "drop_newest", "error")
 
 DEFAULT_LIMIT: Final = 64 * 1024
+
+# Chunks under _SMALL bytes are coalesced at the tail into runs of about _COALESCE.
+_SMALL: Final = 2048
+_COALESCE: Final = 32 * 1024
 
 
 class _Flush:
@@ -97,6 +101,10 @@ class Channel:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._loop_thread = -1
         self._head_partial = False
+        # Small chunks are copied into this bytearray at the queue's tail instead of
+        # queued one by one: one memcpy per row instead of a Python-level loop over
+        # thousands of tiny items when the message is assembled.
+        self._tail: bytearray | None = None
         self._data_waiter: asyncio.Future[None] | None = None
         self._room_waiter: asyncio.Future[None] | None = None
         # Chunks taken by the consumer but not yet released, oldest first. Their
@@ -126,6 +134,43 @@ class Channel:
         with self._lock:
             self._put_locked(chunk)
             return self.buffered < self.limit
+
+    async def fill(self, chunks: AsyncIterator[Any], charset: str = "utf-8") -> None:
+        """Put everything ``chunks`` yields, waiting for room before each next pull.
+
+        The hot loop of every async stream, so it lives here, beside the state it
+        touches: for ``bytes`` chunks it skips the lock (only this loop's thread
+        touches a channel fed this way) and every call it can.
+        """
+        self._attach()
+        queue = self._queue
+        limit = self.limit
+        fast = self.policy == "wait"
+        async for chunk in chunks:
+            if fast and type(chunk) is bytes:
+                n = len(chunk)
+                if n:
+                    if self.closed:
+                        raise ChannelClosed("the stream has ended; nothing more can be written")
+                    tail = self._tail
+                    if n >= _SMALL:
+                        queue.append(chunk)
+                        self._tail = None
+                    elif tail is not None and len(tail) < _COALESCE:
+                        tail += chunk
+                    else:
+                        self._tail = tail = bytearray(chunk)
+                        queue.append(tail)
+                    self.buffered += n
+                    self.bytes_in += n
+                    if self._data_waiter is not None:
+                        self._wake_locked()
+            else:
+                self.put_nowait(_encode(chunk, charset))
+            if self.buffered >= limit:
+                await self.wait_room()
+                if self.closed:
+                    return
 
     def put_threadsafe(self, chunk: Bytes, timeout: float | None = None) -> None:
         """Add a chunk from a thread that is not the event loop's.
@@ -163,6 +208,7 @@ class Channel:
             raise ChannelClosed("the stream has ended; nothing more can be written")
         if chunk is FLUSH:
             self._queue.append(FLUSH)
+            self._tail = None
             self._wake_locked()
             return
         assert not isinstance(chunk, _Flush)
@@ -178,7 +224,16 @@ class Channel:
                 self.drops += 1
                 self.dropped_bytes += n
                 return
-        self._queue.append(chunk)
+        tail = self._tail
+        if self.policy != "wait" or n >= _SMALL:
+            # Leaky policies drop whole chunks, so each must stay its own item.
+            self._queue.append(chunk)
+            self._tail = None
+        elif tail is not None and len(tail) < _COALESCE:
+            tail += chunk
+        else:
+            self._tail = tail = bytearray(chunk)
+            self._queue.append(tail)
         self.buffered += n
         self.bytes_in += n
         self._wake_locked()
@@ -250,6 +305,8 @@ class Channel:
         stay in :attr:`buffered` until :meth:`release`.
         """
         with self._lock:
+            # Whatever is taken must not grow any more (nor be resized under a view).
+            self._tail = None
             q = self._queue
             while q and q[0] is FLUSH:
                 q.popleft()
@@ -333,6 +390,22 @@ class Channel:
             f"<Channel {self.policy} {self.buffered}/{self.limit} B"
             f"{' closed' if self.closed else ''}>"
         )
+
+
+def _encode(chunk: Any, charset: str) -> Bytes | _Flush:
+    """Normalise one produced chunk: encode ``str``, flatten multi-byte memoryviews."""
+    if type(chunk) is bytes:
+        return chunk
+    if isinstance(chunk, str):
+        return chunk.encode(charset)
+    if isinstance(chunk, memoryview):
+        # Slicing by byte offset needs a byte view; a view of int32s would slice items.
+        return chunk if chunk.format == "B" and chunk.ndim == 1 else chunk.cast("B")
+    if isinstance(chunk, bytes | bytearray | _Flush):
+        return chunk
+    raise TypeError(
+        f"a response chunk must be bytes, bytearray, memoryview or str, not {type(chunk).__name__}"
+    )
 
 
 def _nbytes(chunk: Bytes) -> int:

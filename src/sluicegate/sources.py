@@ -28,7 +28,7 @@ from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Iterable, I
 from concurrent.futures import Future
 from typing import IO, Any, Protocol, TypeAlias
 
-from sluicegate.channel import FLUSH, Bytes, Channel, Chunk, _Flush
+from sluicegate.channel import FLUSH, Bytes, Channel, Chunk, _encode, _Flush
 from sluicegate.errors import ConfigError
 
 #: Largest read from a file: big enough for throughput, small enough to stay bounded.
@@ -62,18 +62,7 @@ class Source(Protocol):
 
 def to_bytes(chunk: Chunk | _Flush, charset: str) -> Bytes | _Flush:
     """Normalise one produced chunk: encode ``str``, flatten multi-byte memoryviews."""
-    if type(chunk) is bytes:
-        return chunk
-    if isinstance(chunk, str):
-        return chunk.encode(charset)
-    if isinstance(chunk, memoryview):
-        # Slicing by byte offset needs a byte view; a view of int32s would slice items.
-        return chunk if chunk.format == "B" and chunk.ndim == 1 else chunk.cast("B")
-    if isinstance(chunk, bytes | bytearray | _Flush):
-        return chunk
-    raise TypeError(
-        f"a response chunk must be bytes, bytearray, memoryview or str, not {type(chunk).__name__}"
-    )
+    return _encode(chunk, charset)
 
 
 class BytesSource:
@@ -102,23 +91,8 @@ class AsyncIterSource:
         self.size = size
 
     async def run(self, channel: Channel) -> None:
-        it = self._iterator = aiter(self._iterable)
-        charset = self._charset
-        put = channel.put_nowait
-        limit = channel.limit
-        # The hot loop of every async stream: keep it free of calls it can skip.
-        while True:
-            if channel.buffered >= limit:
-                await channel.wait_room()
-                if channel.closed:
-                    return
-            try:
-                chunk = await anext(it)
-            except StopAsyncIteration:
-                return
-            if type(chunk) is not bytes:
-                chunk = to_bytes(chunk, charset)
-            put(chunk)
+        self._iterator = aiter(self._iterable)
+        await channel.fill(self._iterator, self._charset)
 
     async def aclose(self) -> None:
         it = self._iterator if self._iterator is not None else self._iterable
