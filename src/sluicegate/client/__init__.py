@@ -1,0 +1,30 @@
+"""Client tools that behave like real slow readers: :func:`fetch` and :func:`swarm`.
+
+::
+
+    from sluicegate.client import fetch
+
+    result = await fetch("http://127.0.0.1:8000/big", limit_rate="64K",
+                         pause_after=1, pause_for=19)
+"""
+
+from __future__ import annotations
+
+from sluicegate.client.fetch import ExitCode, FetchCounters, FetchResult, fetch
+from sluicegate.client.ratelimit import TokenBucket
+from sluicegate.client.schedule import Event, Schedule, parse_schedule
+from sluicegate.client.units import parse_duration, parse_rate, parse_size
+
+__all__ = [
+    "Event",
+    "ExitCode",
+    "FetchCounters",
+    "FetchResult",
+    "Schedule",
+    "TokenBucket",
+    "fetch",
+    "parse_duration",
+    "parse_rate",
+    "parse_schedule",
+    "parse_size",
+]
