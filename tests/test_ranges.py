@@ -721,10 +721,10 @@ def test_decisions_match_the_reference_model(case: tuple[int, RangeSpecs], sep: 
     union: set[int] = set().union(*sets)
     overlapping_pairs = sum(1 for i, a in enumerate(chosen) for b in chosen[i + 1 :] if a & b)
     descents = sum(1 for a, b in pairwise(chosen) if min(b) < min(a))
-    if length == 0:
-        expected = Reason.EMPTY_REPRESENTATION
-    elif len(specs) > MAX:
+    if len(specs) > MAX:
         expected = Reason.TOO_MANY_RANGES
+    elif length == 0:
+        expected = Reason.EMPTY_REPRESENTATION
     elif not chosen:
         expected = Reason.UNSATISFIABLE
     elif sum(map(len, chosen)) > length or overlapping_pairs > 1:
@@ -811,3 +811,9 @@ def test_sum_rule_boundary() -> None:
     assert (d.status, d.ranges) == (206, ((0, 100),))
     d = get({"Range": "bytes=0-50,50-99"}, hundred)  # one byte over
     assert (d.status, d.reason) == (200, Reason.OVERLAP_ATTACK)
+
+
+@pytest.mark.parametrize("content_type", ["text/plain; charset=\u20ac", " text/plain", "a\x7fb"])
+def test_content_type_must_be_a_latin1_field_value(content_type: str) -> None:
+    with pytest.raises(ConfigError):
+        Representation(length=1, content_type=content_type)

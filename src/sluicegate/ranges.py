@@ -142,6 +142,8 @@ class Reason(enum.StrEnum):
 
 
 _ETAG_RE = re.compile(r'(W/)?"([\x21\x23-\x7e\x80-\xff]*)"')
+# field-value (RFC 9110 §5.5): visible Latin-1, inner spaces and tabs, nothing else.
+_FIELD_VALUE_RE = re.compile(r"[\x21-\x7e\x80-\xff]([\t\x20-\x7e\x80-\xff]*[\x21-\x7e\x80-\xff])?")
 
 
 @dataclass(frozen=True, slots=True)
@@ -180,7 +182,7 @@ class Representation:
             raise ConfigError(f"etag must be a quoted entity-tag like '\"abc\"', got {self.etag!r}")
         if self.last_modified is not None and not math.isfinite(self.last_modified):
             raise ConfigError(f"last_modified must be finite, got {self.last_modified!r}")
-        if not self.content_type or any(c in self.content_type for c in "\r\n\0"):
+        if not _FIELD_VALUE_RE.fullmatch(self.content_type):
             raise ConfigError(
                 f"content_type must be a non-empty header value: {self.content_type!r}"
             )
