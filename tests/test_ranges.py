@@ -7,6 +7,7 @@ import email.parser
 import email.policy
 import re
 from itertools import pairwise
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -817,3 +818,44 @@ def test_sum_rule_boundary() -> None:
 def test_content_type_must_be_a_latin1_field_value(content_type: str) -> None:
     with pytest.raises(ConfigError):
         Representation(length=1, content_type=content_type)
+
+
+# -- the guide's table is checked against the code ---------------------------------------
+
+GUIDE = Path(__file__).resolve().parents[1] / "docs" / "guides" / "range-requests.md"
+ELIDED = {  # rows whose header the guide abbreviates with "…"
+    "`Range: bytes=0-0,1-1,…` (17 specs)": [
+        ("Range", "bytes=" + ",".join(f"{i}-{i}" for i in range(17)))
+    ],
+    "`Range: bytes=0-,5-0,5-1,…,5-1299` (CVE-2011-3192)": [
+        ("Range", "bytes=0-," + ",".join(f"5-{i}" for i in range(1300)))
+    ],
+}
+
+
+def _guide_rows() -> list[tuple[str, str, int, str]]:
+    rows = []
+    for line in GUIDE.read_text(encoding="utf-8").splitlines():
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        if len(cells) == 5 and cells[0] in {"GET", "HEAD", "POST", "PUT"}:
+            rows.append((cells[0], cells[1], int(cells[2]), cells[3].strip("`")))
+    return rows
+
+
+def test_the_guide_has_its_table() -> None:
+    assert len(_guide_rows()) >= 30
+
+
+@pytest.mark.parametrize(("method", "cell", "status", "reason"), _guide_rows())
+def test_guide_table_row(method: str, cell: str, status: int, reason: str) -> None:
+    rep = REP
+    if cell.endswith("on an empty file"):
+        rep = Representation(length=0, etag='"v1"', last_modified=LM)
+    if cell in ELIDED:
+        headers = ELIDED[cell]
+    else:
+        spans = re.findall(r"`([^`]*)`", cell)
+        headers = [tuple(s.split(": ", 1)) for s in spans]
+        assert cell == "(none)" or " + ".join(f"`{s}`" for s in spans) in cell
+    d = evaluate(method, headers, rep)
+    assert (d.status, d.reason) == (status, reason)
