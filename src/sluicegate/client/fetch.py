@@ -53,6 +53,8 @@ USER_AGENT = "sluicegate-fetch"
 #: receive buffer for an unpaced reader that may pause: small enough that a pause
 #: stops the server within a few round trips
 PAUSE_RCVBUF = 64 * 1024
+#: MSS a paced reader announces (an Ethernet path's), see ``_set_mss``
+PACED_MSS = 1448
 _HASH_CHUNK = 1024 * 1024
 
 
@@ -257,6 +259,16 @@ def _transfer_status_link(headers: dict[str, str]) -> str | None:
     return None
 
 
+def _set_mss(sock: socket.socket, mss: int) -> None:
+    # Loopback's 64 KiB MSS makes the server's send buffer autotune to megabytes
+    # (it scales with MSS x congestion window); announcing an Ethernet-sized MSS
+    # in our SYN keeps it near what a real network path would give.
+    try:
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_MAXSEG, mss)
+    except (OSError, AttributeError):  # not every platform lets a client set it
+        pass
+
+
 class _Connection:
     """One paced HTTP/1.1 exchange over a non-blocking socket, parsed by h11."""
 
@@ -266,6 +278,7 @@ class _Connection:
         *,
         rate: float | None,
         rcvbuf: int | None,
+        mss: int | None,
         timeout: float,
         schedule: Schedule,
         counters: FetchCounters,
@@ -273,6 +286,7 @@ class _Connection:
     ) -> None:
         self.parts = parts
         self.rcvbuf = rcvbuf
+        self.mss = mss
         self.timeout = timeout
         self.cursor = ScheduleCursor(schedule)
         self.counters = counters
@@ -298,6 +312,8 @@ class _Connection:
                 if self.rcvbuf is not None:
                     # Before connect: the window scale is agreed in the SYN.
                     sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, self.rcvbuf)
+                if self.mss is not None:
+                    _set_mss(sock, self.mss)
                 async with asyncio.timeout(self.timeout):
                     await self.loop.sock_connect(sock, address)
             except (OSError, TimeoutError) as exc:
@@ -428,6 +444,7 @@ class _Options:
     resume: bool
     verify: bool
     rcvbuf: int | None
+    mss: int | None
     timeout: float
     headers: list[tuple[str, str]]
     on_progress: Callable[[FetchCounters], None] | None
@@ -571,6 +588,7 @@ async def _exchange(
         options.parts,
         rate=options.rate,
         rcvbuf=options.rcvbuf,
+        mss=options.mss,
         timeout=options.timeout,
         schedule=options.schedule,
         counters=counters,
@@ -788,6 +806,7 @@ async def fetch(
     resume: bool = False,
     verify: bool = False,
     rcvbuf: int | None = None,
+    mss: int | None = None,
     timeout: float = 30.0,  # noqa: ASYNC109 - a stall timeout, not a deadline for the call
     headers: Sequence[tuple[str, str]] = (),
     on_progress: Callable[[FetchCounters], None] | None = None,
@@ -797,7 +816,9 @@ async def fetch(
     """GET ``url`` like a real slow reader; return a :class:`FetchResult`.
 
     * ``limit_rate``: bytes per second (or ``"64K"``, ``"10M"``) read off the socket;
-      ``SO_RCVBUF`` defaults to about 1/4 s of it (``rcvbuf`` overrides).
+      ``SO_RCVBUF`` defaults to about 1/4 s of it (``rcvbuf`` overrides), and a
+      paced reader announces an MSS of 1448 (``mss`` overrides) so that on loopback
+      the server's send buffer does not autotune to megabytes.
     * ``pause_after`` / ``pause_for``: stop reading for ``pause_for`` seconds,
       ``pause_after`` seconds into the body; ``schedule`` scripts more
       (see :mod:`sluicegate.client.schedule`).
@@ -828,10 +849,17 @@ async def fetch(
         _check_output(out)
     elif resume:
         raise ConfigError("resume needs an output file")
+    if mss is not None and mss != 0 and not 88 <= mss <= 65535:
+        raise ConfigError(f"bad mss {mss}: must be from 88 to 65535 bytes (0 = kernel default)")
     if rcvbuf is None:
         rcvbuf = default_rcvbuf(rate)
         if rcvbuf is None and plan.events:
             rcvbuf = PAUSE_RCVBUF
+    paced = rate is not None or bool(plan.events)
+    if mss is None and paced:
+        mss = PACED_MSS
+    elif mss == 0:
+        mss = None
     options = _Options(
         url=url.strip(),
         parts=parts,
@@ -841,6 +869,7 @@ async def fetch(
         resume=resume,
         verify=verify,
         rcvbuf=rcvbuf,
+        mss=mss,
         timeout=timeout,
         headers=list(headers),
         on_progress=on_progress,
