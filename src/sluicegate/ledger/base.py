@@ -1,0 +1,202 @@
+"""The ledger contract every backend fulfils, and the behaviour they share.
+
+A streaming engine calls :meth:`Ledger.begin` before the first byte, :meth:`Ledger.progress`
+as bytes go out (cheap: backends batch or throttle it) and :meth:`Ledger.finish` once the
+stream has ended, however it ended. A client later reads the record or posts a receipt::
+
+    async with SQLiteLedger("transfers.db") as ledger:
+        tid = await ledger.begin("GET", "/report.pdf", size=len(body))
+        await ledger.finish(tid, "completed", len(body), digest=digest_of(body))
+        verdict = await ledger.receipt(tid, len(body), digest_of(body))
+        assert verdict.verified
+
+Backends raise :class:`~sluicegate.LedgerError` (and its subclasses
+:class:`~sluicegate.UnknownTransfer` and :class:`InvalidTransition`) and nothing else
+on purpose; a caller that must never fail because of the ledger catches ``LedgerError``.
+"""
+
+from __future__ import annotations
+
+import abc
+import asyncio
+import time
+from types import TracebackType
+from typing import Literal, Self
+
+from sluicegate.errors import ConfigError, LedgerError, UnknownTransfer
+from sluicegate.ledger.model import (
+    ErrorInfo,
+    Receipt,
+    TransferRecord,
+    TransferState,
+    Verdict,
+    is_transfer_id,
+    judge,
+    parse_digest,
+)
+
+__all__ = ["Ledger"]
+
+_POLL_FIRST = 0.005
+_POLL_MAX = 0.1
+
+
+class Ledger(abc.ABC):
+    """Where transfers are recorded: the async contract of every backend.
+
+    Use it as an async context manager, or call :meth:`open` and :meth:`close`. One
+    instance belongs to one event loop. Several instances (in several processes) may share
+    one store; each only ever writes the transfers it began, except for marking the
+    transfers of a dead instance ``interrupted``.
+
+    ``settle_timeout`` is how long :meth:`receipt` waits for a transfer that is still
+    streaming (or not yet visible) to reach its final state: a client can read the last
+    byte before the server has recorded that it sent it.
+    """
+
+    def __init__(self, *, settle_timeout: float = 1.0) -> None:
+        if not settle_timeout >= 0:
+            raise ConfigError("settle_timeout must be >= 0")
+        self.settle_timeout = settle_timeout
+        self._status: Literal["new", "open", "closed"] = "new"
+
+    # -- lifecycle -----------------------------------------------------------------------
+
+    async def open(self) -> Self:
+        """Connect, create the schema if needed, recover and prune. Returns ``self``."""
+        if self._status == "closed":
+            raise LedgerError(f"{type(self).__name__} is closed and cannot be reopened")
+        if self._status == "new":
+            await self._open()
+            self._status = "open"
+        return self
+
+    async def close(self) -> None:
+        """Mark transfers still streaming here ``interrupted``, then release resources.
+
+        Idempotent; later calls to the other methods raise :class:`~sluicegate.LedgerError`.
+        """
+        if self._status == "open":
+            self._status = "closed"
+            await self._close()
+        self._status = "closed"
+
+    async def __aenter__(self) -> Self:
+        return await self.open()
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.close()
+
+    def _check_open(self) -> None:
+        if self._status != "open":
+            raise LedgerError(f"{type(self).__name__} is {self._status}, not open")
+
+    # -- the contract --------------------------------------------------------------------
+
+    @abc.abstractmethod
+    async def begin(self, method: str, path: str, *, size: int | None = None) -> str:
+        """Record a new transfer in the ``streaming`` state and return its id.
+
+        ``path`` is stored without its query string. ``size`` is the body length when
+        known. Raises :class:`~sluicegate.ConfigError` on a bad argument.
+        """
+
+    @abc.abstractmethod
+    async def progress(self, transfer_id: str, bytes_sent: int) -> None:
+        """Note that ``bytes_sent`` bytes in total have gone out. Call it as often as you like.
+
+        It is throttled: stores see at most one write per interval, so after a crash the
+        recorded count may lag. Ids that are not streaming in this instance are ignored.
+        """
+
+    @abc.abstractmethod
+    async def finish(
+        self,
+        transfer_id: str,
+        state: TransferState,
+        bytes_sent: int,
+        *,
+        digest: str | None = None,
+        error: BaseException | ErrorInfo | None = None,
+    ) -> None:
+        """Record how the transfer ended. Returns once that is durable.
+
+        ``state`` is any state but ``streaming``; ``digest`` an RFC 9530 value such as
+        ``sha-256=:...:``; ``error`` is stored as its class name and a short message with
+        likely secrets removed. Raises :class:`InvalidTransition` if the transfer already
+        ended (for instance it was marked ``interrupted``) and
+        :class:`~sluicegate.UnknownTransfer` if there is no such transfer.
+        """
+
+    @abc.abstractmethod
+    async def get(self, transfer_id: str) -> TransferRecord:
+        """The record of a transfer. Raises :class:`~sluicegate.UnknownTransfer`."""
+
+    @abc.abstractmethod
+    async def _attach_receipt(
+        self, transfer_id: str, expected: TransferState, receipt: Receipt
+    ) -> bool:
+        """Attach ``receipt`` if the record is still in ``expected``; False if it is not."""
+
+    @abc.abstractmethod
+    async def _open(self) -> None: ...
+
+    @abc.abstractmethod
+    async def _close(self) -> None: ...
+
+    async def flush(self) -> None:
+        """Wait until everything recorded so far, progress included, is in the store."""
+        self._check_open()
+
+    # -- shared behaviour ----------------------------------------------------------------
+
+    async def receipt(self, transfer_id: str, bytes_received: int, digest: str) -> Verdict:
+        """Compare the client's ``bytes_received`` and ``digest`` with the record.
+
+        The verdict is ``verified`` only if the transfer completed and both match. The
+        receipt is attached to the record (a later receipt replaces it) once the transfer
+        is final; while it still streams after ``settle_timeout`` the verdict says
+        ``in_progress`` and nothing is stored. Raises :class:`~sluicegate.UnknownTransfer`
+        and, for a malformed argument, :class:`~sluicegate.ConfigError`.
+        """
+        self._check_open()
+        if isinstance(bytes_received, bool) or not isinstance(bytes_received, int):
+            raise ConfigError("bytes_received must be an integer")
+        try:
+            parse_digest(digest)
+        except ValueError as exc:
+            raise ConfigError(f"bad digest: {exc}") from None
+        if not is_transfer_id(transfer_id):
+            raise UnknownTransfer(transfer_id)
+        deadline = time.monotonic() + self.settle_timeout
+        pause = _POLL_FIRST
+        while True:
+            try:
+                record = await self.get(transfer_id)
+            except UnknownTransfer:
+                # Another worker may not have committed the begin of a transfer that
+                # is only milliseconds old.
+                if time.monotonic() >= deadline:
+                    raise
+                record = None
+            if record is not None:
+                try:
+                    verdict, receipt = judge(record, bytes_received, digest, at=time.time())
+                except ValueError as exc:
+                    raise ConfigError(str(exc)) from None
+                if receipt is None and time.monotonic() >= deadline:
+                    return verdict
+                if receipt is not None and await self._attach_receipt(
+                    transfer_id, record.state, receipt
+                ):
+                    return verdict
+            await asyncio.sleep(pause)
+            pause = min(pause * 2, _POLL_MAX)
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {self._status}>"

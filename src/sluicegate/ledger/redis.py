@@ -1,0 +1,405 @@
+"""The ledger in Redis: for many workers or many machines.
+
+One hash per transfer (``{prefix}{id}``) that expires ``max_age`` seconds after its last
+change. Every change is one Lua script, so it is atomic and never half-written. A
+streaming record carries a heartbeat deadline kept by its owner (every
+``heartbeat_interval``, with the latest progress); a record whose deadline lapsed is read
+as ``interrupted``, and the first reader writes that down so it stays final. Deadlines use
+the Redis server's clock, so the workers' clocks need not agree::
+
+    async with RedisLedger("redis://127.0.0.1:6379/0") as ledger:
+        tid = await ledger.begin("GET", "/big.iso")
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Mapping
+from dataclasses import replace
+from typing import Any, Final, cast, get_args
+
+import redis.asyncio as aioredis
+from redis.exceptions import RedisError
+
+from sluicegate.errors import ConfigError, LedgerError, UnknownTransfer
+from sluicegate.ledger.base import Ledger
+from sluicegate.ledger.model import (
+    STATES,
+    ErrorInfo,
+    InvalidTransition,
+    Receipt,
+    TransferRecord,
+    TransferState,
+    VerdictReason,
+    is_transfer_id,
+    new_transfer_id,
+)
+
+__all__ = ["RedisLedger"]
+
+log = logging.getLogger("sluicegate.ledger")
+
+# Shared by every script: the server's time, and the rule that a streaming record whose
+# heartbeat lapsed becomes interrupted (ended at its last heartbeat) the moment anyone looks.
+_PRELUDE: Final = """
+local function now_ms()
+  local t = redis.call('TIME')
+  return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+end
+local function settle(key, now)
+  local f = redis.call('HMGET', key, 'state', 'hb_until', 'hb_at')
+  if not f[1] then return false end
+  if f[1] == 'streaming' and tonumber(f[2]) < now then
+    redis.call('HSET', key, 'state', 'interrupted', 'ended_at', f[3])
+    return 'interrupted'
+  end
+  return f[1]
+end
+local function beat(key, now, hb_ms)
+  redis.call('HSET', key, 'hb_at', string.format('%.3f', now / 1000),
+             'hb_until', string.format('%.0f', now + hb_ms))
+end
+"""
+# KEYS: record. ARGV: method, path, started_at, size or '', heartbeat ms, ttl s
+_BEGIN: Final = (
+    _PRELUDE
+    + """
+if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
+redis.call('HSET', KEYS[1], 'method', ARGV[1], 'path', ARGV[2], 'state', 'streaming',
+           'started_at', ARGV[3], 'bytes_sent', '0')
+if ARGV[4] ~= '' then redis.call('HSET', KEYS[1], 'size', ARGV[4]) end
+beat(KEYS[1], now_ms(), tonumber(ARGV[5]))
+redis.call('EXPIRE', KEYS[1], ARGV[6])
+return 1
+"""
+)
+# KEYS: record. ARGV: bytes_sent, heartbeat ms, ttl s. Returns 1 if still streaming.
+_BEAT: Final = (
+    _PRELUDE
+    + """
+local now = now_ms()
+if settle(KEYS[1], now) ~= 'streaming' then return 0 end
+if tonumber(ARGV[1]) > tonumber(redis.call('HGET', KEYS[1], 'bytes_sent')) then
+  redis.call('HSET', KEYS[1], 'bytes_sent', ARGV[1])
+end
+beat(KEYS[1], now, tonumber(ARGV[2]))
+redis.call('EXPIRE', KEYS[1], ARGV[3])
+return 1
+"""
+)
+# KEYS: record. ARGV: state, bytes_sent, ended_at, digest, error class, error message, ttl s
+_FINISH: Final = (
+    _PRELUDE
+    + """
+local state = settle(KEYS[1], now_ms())
+if not state then return {'unknown'} end
+if state ~= 'streaming' then return {'ended', state} end
+local before = redis.call('HGET', KEYS[1], 'bytes_sent')
+if tonumber(ARGV[2]) < tonumber(before) then return {'backwards', before} end
+redis.call('HSET', KEYS[1], 'state', ARGV[1], 'bytes_sent', ARGV[2], 'ended_at', ARGV[3])
+local optional = {'digest', 'error_class', 'error_message'}
+for i = 1, 3 do
+  if ARGV[3 + i] ~= '' then redis.call('HSET', KEYS[1], optional[i], ARGV[3 + i]) end
+end
+redis.call('EXPIRE', KEYS[1], ARGV[7])
+return {'ok'}
+"""
+)
+_GET: Final = (
+    _PRELUDE
+    + """
+settle(KEYS[1], now_ms())
+return redis.call('HGETALL', KEYS[1])
+"""
+)
+# KEYS: record. ARGV: expected state, bytes, digest, at, verified (0/1), reason
+_RECEIPT: Final = (
+    _PRELUDE
+    + """
+if settle(KEYS[1], now_ms()) ~= ARGV[1] then return 0 end
+redis.call('HSET', KEYS[1], 'r_bytes', ARGV[2], 'r_digest', ARGV[3], 'r_at', ARGV[4],
+           'r_verified', ARGV[5], 'r_reason', ARGV[6])
+return 1
+"""
+)
+
+
+class _Live:
+    __slots__ = ("bytes_sent", "record")
+
+    def __init__(self, record: TransferRecord) -> None:
+        self.record = record
+        self.bytes_sent = 0
+
+    def snapshot(self) -> TransferRecord:
+        return replace(self.record, bytes_sent=self.bytes_sent)
+
+
+class RedisLedger(Ledger):
+    """The ledger in Redis, through ``redis.asyncio``.
+
+    :param redis: a URL such as ``redis://127.0.0.1:6379/0``, or a client you own (it is
+        not closed by :meth:`close`).
+    :param prefix: key prefix of the transfer hashes.
+    :param max_age: seconds a record lives after its last change.
+    :param heartbeat_timeout: seconds without a heartbeat after which a streaming record
+        reads ``interrupted``.
+    :param heartbeat_interval: seconds between heartbeats (which also write progress);
+        a third of ``heartbeat_timeout`` by default.
+    """
+
+    def __init__(
+        self,
+        redis: str | aioredis.Redis = "redis://127.0.0.1:6379/0",
+        *,
+        prefix: str = "sluicegate:transfer:",
+        max_age: float = 7 * 24 * 3600.0,
+        heartbeat_timeout: float = 15.0,
+        heartbeat_interval: float | None = None,
+        settle_timeout: float = 1.0,
+    ) -> None:
+        super().__init__(settle_timeout=settle_timeout)
+        if not max_age >= 1:
+            raise ConfigError("max_age must be at least 1 second")
+        if not heartbeat_timeout > 0:
+            raise ConfigError("heartbeat_timeout must be > 0")
+        interval = heartbeat_timeout / 3 if heartbeat_interval is None else heartbeat_interval
+        if not 0 < interval < heartbeat_timeout:
+            raise ConfigError("heartbeat_interval must be between 0 and heartbeat_timeout")
+        self.prefix = prefix
+        self.max_age = max_age
+        self.heartbeat_timeout = heartbeat_timeout
+        self.heartbeat_interval = interval
+        if isinstance(redis, str):
+            self._client = aioredis.Redis.from_url(redis)
+            self._owns_client = True
+        else:
+            self._client = redis
+            self._owns_client = False
+        self._scripts = {
+            name: self._client.register_script(src)
+            for name, src in (
+                ("begin", _BEGIN),
+                ("beat", _BEAT),
+                ("finish", _FINISH),
+                ("get", _GET),
+                ("receipt", _RECEIPT),
+            )
+        }
+        self._live: dict[str, _Live] = {}
+        self._beater: asyncio.Task[None] | None = None
+
+    @property
+    def _ttl(self) -> int:
+        return max(1, round(self.max_age))
+
+    @property
+    def _hb_ms(self) -> int:
+        return max(1, round(self.heartbeat_timeout * 1000))
+
+    async def _run(self, script: str, transfer_id: str, *args: Any) -> Any:
+        try:
+            return await self._scripts[script](keys=[self.prefix + transfer_id], args=args)
+        except RedisError as exc:
+            raise LedgerError(f"redis {script} failed: {exc}") from exc
+
+    # -- lifecycle -----------------------------------------------------------------------
+
+    async def _open(self) -> None:
+        try:
+            await self._client.ping()
+        except RedisError as exc:
+            if self._owns_client:
+                await self._client.aclose()
+            raise LedgerError(f"cannot reach redis: {exc}") from exc
+        self._beater = asyncio.create_task(self._beat_forever(), name="sluicegate-ledger-beat")
+
+    async def _close(self) -> None:
+        if self._beater is not None:
+            self._beater.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._beater
+        leftovers, self._live = self._live, {}
+        now = repr(time.time())
+        try:
+            if leftovers:
+                async with self._client.pipeline(transaction=False) as pipe:
+                    for tid, live in leftovers.items():
+                        await self._scripts["finish"](
+                            keys=[self.prefix + tid],
+                            args=["interrupted", live.bytes_sent, now, "", "", "", self._ttl],
+                            client=pipe,
+                        )
+                    await pipe.execute()
+        except RedisError as exc:
+            log.warning("could not mark %d transfers interrupted: %s", len(leftovers), exc)
+        finally:
+            if self._owns_client:
+                await self._client.aclose()
+
+    async def _beat_forever(self) -> None:
+        while True:
+            await asyncio.sleep(self.heartbeat_interval)
+            try:
+                await self._beat_all()
+            except RedisError as exc:  # keep beating: Redis may come back
+                log.warning("ledger heartbeat failed: %s", exc)
+
+    async def _beat_all(self) -> None:
+        if not self._live:
+            return
+        ids = list(self._live)
+        async with self._client.pipeline(transaction=False) as pipe:
+            for tid in ids:
+                await self._scripts["beat"](
+                    keys=[self.prefix + tid],
+                    args=[self._live[tid].bytes_sent, self._hb_ms, self._ttl],
+                    client=pipe,
+                )
+            await pipe.execute()
+
+    # -- the contract --------------------------------------------------------------------
+
+    async def begin(self, method: str, path: str, *, size: int | None = None) -> str:
+        """Record a new streaming transfer and return its id (see :meth:`Ledger.begin`)."""
+        self._check_open()
+        tid = new_transfer_id()
+        rec = TransferRecord.started(tid, method, path, size=size, at=time.time())
+        size_arg = "" if rec.size is None else rec.size
+        created = await self._run(
+            "begin", tid, rec.method, rec.path, repr(rec.started_at), size_arg, self._hb_ms,
+            self._ttl,
+        )  # fmt: skip
+        if created != 1:  # 128 random bits colliding: a broken random source, not bad luck
+            raise LedgerError("transfer id already taken")
+        self._live[tid] = _Live(rec)
+        return tid
+
+    async def progress(self, transfer_id: str, bytes_sent: int) -> None:
+        """Note progress in memory; the next heartbeat writes it (see :meth:`Ledger.progress`)."""
+        live = self._live.get(transfer_id)
+        if live is None:
+            return
+        if type(bytes_sent) is not int or bytes_sent < 0:
+            raise ConfigError("bytes_sent must be a non-negative integer")
+        if bytes_sent > live.bytes_sent:
+            live.bytes_sent = bytes_sent
+
+    async def finish(
+        self,
+        transfer_id: str,
+        state: TransferState,
+        bytes_sent: int,
+        *,
+        digest: str | None = None,
+        error: BaseException | ErrorInfo | None = None,
+    ) -> None:
+        """Record the end of a transfer in one atomic script (see :meth:`Ledger.finish`)."""
+        self._check_open()
+        live = self._live.get(transfer_id)
+        now = time.time()
+        if live is not None:
+            final = live.snapshot().finished(state, bytes_sent, digest=digest, error=error, at=now)
+        else:
+            if not is_transfer_id(transfer_id):
+                raise UnknownTransfer(transfer_id)
+            # Check the arguments alone; the script checks them against the stored record.
+            probe = TransferRecord.started(transfer_id, "GET", "/", size=None, at=now)
+            final = probe.finished(state, bytes_sent, digest=digest, error=error, at=now)
+        self._live.pop(transfer_id, None)
+        err = final.error or ErrorInfo("", "")
+        outcome = await self._run(
+            "finish", transfer_id, final.state, final.bytes_sent, repr(now), final.digest or "",
+            err.error_class, err.message, self._ttl,
+        )  # fmt: skip
+        kind = _text(outcome[0])
+        if kind == "unknown":
+            raise UnknownTransfer(transfer_id)
+        if kind == "ended":
+            raise InvalidTransition(f"the transfer already ended as {_text(outcome[1])!r}")
+        if kind == "backwards":
+            raise InvalidTransition(
+                f"bytes_sent went down from {_text(outcome[1])} to {final.bytes_sent}"
+            )
+
+    async def get(self, transfer_id: str) -> TransferRecord:
+        """The record, from memory if it streams here, else from Redis."""
+        self._check_open()
+        live = self._live.get(transfer_id)
+        if live is not None:
+            return live.snapshot()
+        flat = await self._run("get", transfer_id)
+        if not flat:
+            raise UnknownTransfer(transfer_id)
+        fields = {_text(k): _text(v) for k, v in zip(flat[::2], flat[1::2], strict=True)}
+        try:
+            return _record(transfer_id, fields)
+        except (KeyError, ValueError) as exc:
+            raise LedgerError(f"malformed ledger record {transfer_id}: {exc!r}") from None
+
+    async def flush(self) -> None:
+        """Write the latest progress of every transfer streaming here now."""
+        self._check_open()
+        try:
+            await self._beat_all()
+        except RedisError as exc:
+            raise LedgerError(f"redis flush failed: {exc}") from exc
+
+    async def _attach_receipt(
+        self, transfer_id: str, expected: TransferState, receipt: Receipt
+    ) -> bool:
+        done = await self._run(
+            "receipt", transfer_id, expected, receipt.bytes_received, receipt.digest,
+            repr(receipt.received_at), int(receipt.verified), receipt.reason,
+        )  # fmt: skip
+        return bool(done == 1)
+
+
+def _text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def _record(transfer_id: str, f: Mapping[str, str]) -> TransferRecord:
+    started = float(f["started_at"])
+    ended = f.get("ended_at")
+    size = f.get("size")
+    eclass = f.get("error_class")
+    return TransferRecord(
+        id=transfer_id,
+        method=f["method"],
+        path=f["path"],
+        state=_state(f["state"]),
+        started_at=started,
+        # An interruption is dated by the Redis clock; keep the record self-consistent.
+        ended_at=None if ended is None else max(started, float(ended)),
+        bytes_sent=int(f["bytes_sent"]),
+        size=None if size is None else int(size),
+        digest=f.get("digest"),
+        error=None if eclass is None else ErrorInfo(eclass, f.get("error_message", "")),
+        receipt=None
+        if "r_bytes" not in f
+        else Receipt(
+            int(f["r_bytes"]),
+            f["r_digest"],
+            float(f["r_at"]),
+            f["r_verified"] == "1",
+            _reason(f["r_reason"]),
+        ),
+    )
+
+
+def _state(value: str) -> TransferState:
+    for state in STATES:
+        if state == value:
+            return state
+    raise ValueError(f"unknown state {value!r}")
+
+
+def _reason(value: str) -> VerdictReason:
+    for reason in get_args(VerdictReason):
+        if reason == value:
+            return cast(VerdictReason, reason)
+    raise ValueError(f"unknown verdict reason {value!r}")

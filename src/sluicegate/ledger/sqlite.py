@@ -1,0 +1,706 @@
+"""The embedded ledger: one SQLite file in WAL mode, shared by the workers of one machine.
+
+All SQLite work happens on one writer thread per ledger, which commits whatever is queued
+in one transaction (group commit), so many concurrent streams cost few commits and the
+event loop never blocks on disk::
+
+    async with SQLiteLedger("/var/lib/app/transfers.db") as ledger:
+        tid = await ledger.begin("GET", "/big.iso", size=4_700_000_000)
+        ...
+
+Durability, in short (details in ``docs/guides/ledger.md``):
+
+* :meth:`~SQLiteLedger.finish` and receipts return once committed: they survive ``kill -9``
+  of the process (and power loss too with ``synchronous="FULL"``).
+* :meth:`~SQLiteLedger.begin` is not awaited to disk: the row is written ``begin_delay``
+  seconds later, or together with the final state if the transfer ends first. A process
+  killed within that window leaves no record of the transfer at all.
+* progress reaches the file at most every ``progress_interval`` seconds.
+
+Each ledger registers an *owner* row (host, pid, process start time, heartbeat). On open
+and every ``maintenance_interval``, streaming rows whose owner is dead (its process is gone,
+or its heartbeat is older than ``stale_after``) become ``interrupted``; the streams of
+live workers sharing the file are left alone.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import queue
+import secrets
+import socket
+import sqlite3
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import replace
+from pathlib import Path
+from typing import Any, Final, Literal
+
+import psutil  # type: ignore[import-untyped]
+
+from sluicegate.errors import ConfigError, LedgerError, UnknownTransfer
+from sluicegate.ledger.base import Ledger
+from sluicegate.ledger.model import (
+    ErrorInfo,
+    InvalidTransition,
+    Receipt,
+    TransferRecord,
+    TransferState,
+    new_transfer_id,
+)
+
+__all__ = ["SQLiteLedger"]
+
+log = logging.getLogger("sluicegate.ledger")
+
+SCHEMA_VERSION: Final = 1
+_SCHEMA: Final = """
+CREATE TABLE IF NOT EXISTS owners (
+    id            TEXT PRIMARY KEY,
+    host          TEXT NOT NULL,
+    pid           INTEGER NOT NULL,
+    proc_started  REAL NOT NULL,
+    heartbeat_at  REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS transfers (
+    id               TEXT PRIMARY KEY,
+    owner            TEXT NOT NULL,
+    method           TEXT NOT NULL,
+    path             TEXT NOT NULL,
+    state            TEXT NOT NULL CHECK (state IN ('streaming', 'completed', 'failed',
+                                                    'client_gone', 'timed_out', 'interrupted')),
+    started_at       REAL NOT NULL,
+    ended_at         REAL,
+    bytes_sent       INTEGER NOT NULL DEFAULT 0 CHECK (bytes_sent >= 0),
+    size             INTEGER CHECK (size >= 0),
+    digest           TEXT,
+    error_class      TEXT,
+    error_message    TEXT,
+    receipt_bytes    INTEGER,
+    receipt_digest   TEXT,
+    receipt_at       REAL,
+    receipt_verified INTEGER,
+    receipt_reason   TEXT
+);
+CREATE INDEX IF NOT EXISTS transfers_ended ON transfers (ended_at) WHERE state != 'streaming';
+CREATE INDEX IF NOT EXISTS transfers_live ON transfers (owner) WHERE state = 'streaming';
+"""
+_COLUMNS: Final = (
+    "id, method, path, state, started_at, ended_at, bytes_sent, size, digest, error_class,"
+    " error_message, receipt_bytes, receipt_digest, receipt_at, receipt_verified, receipt_reason"
+)
+_INSERT: Final = (
+    "INSERT INTO transfers (id, owner, method, path, state, started_at, ended_at, bytes_sent,"
+    " size, digest, error_class, error_message) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)"
+)
+# One statement for both cases: the begin row may or may not have been written yet. The
+# WHERE keeps a final row final even if another worker marked it interrupted meanwhile.
+_UPSERT_FINAL: Final = (
+    _INSERT + " ON CONFLICT (id) DO UPDATE SET state = excluded.state,"
+    " ended_at = excluded.ended_at, bytes_sent = excluded.bytes_sent, digest = excluded.digest,"
+    " error_class = excluded.error_class, error_message = excluded.error_message"
+    " WHERE transfers.state = 'streaming'"
+)
+_BATCH_MAX: Final = 1024
+
+
+class _Op:
+    """One unit of work for the writer thread, with the future that awaits it (if any)."""
+
+    __slots__ = ("fn", "fut", "ok", "stop", "value", "write")
+
+    def __init__(
+        self,
+        fn: Callable[[sqlite3.Connection], Any],
+        fut: asyncio.Future[Any] | None,
+        *,
+        write: bool = True,
+        stop: bool = False,
+    ) -> None:
+        self.fn = fn
+        self.fut = fut
+        self.write = write
+        self.stop = stop
+        self.ok = True
+        self.value: Any = None
+
+
+class _Live:
+    """A transfer streaming in this instance. Only the event loop thread touches it."""
+
+    __slots__ = ("bytes_sent", "flushed_at", "persisted", "record", "timer")
+
+    def __init__(self, record: TransferRecord) -> None:
+        self.record = record
+        self.bytes_sent = 0
+        self.flushed_at = 0.0
+        self.persisted = False
+        self.timer: asyncio.TimerHandle | None = None
+
+    def snapshot(self) -> TransferRecord:
+        return replace(self.record, bytes_sent=self.bytes_sent)
+
+
+class SQLiteLedger(Ledger):
+    """The ledger in one SQLite file; safe for several worker processes on one machine.
+
+    :param path: the database file; its directory must exist.
+    :param max_age: seconds a finished record is kept.
+    :param max_records: most finished records kept; the oldest go first.
+    :param progress_interval: least seconds between two progress writes of one transfer.
+    :param begin_delay: seconds before a new transfer's row is written; a transfer that
+        ends sooner costs one write instead of two. ``0`` writes it at once.
+    :param heartbeat_interval: seconds between this instance's signs of life.
+    :param stale_after: seconds without a heartbeat after which an owner counts as dead,
+        even if a process with its pid still runs.
+    :param maintenance_interval: seconds between recovery and pruning runs (also on open).
+    :param synchronous: ``"NORMAL"`` survives process crashes; ``"FULL"`` also power loss.
+    :param busy_timeout: seconds to wait for another process's write lock.
+    """
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        *,
+        max_age: float = 7 * 24 * 3600.0,
+        max_records: int = 100_000,
+        progress_interval: float = 1.0,
+        begin_delay: float = 0.05,
+        heartbeat_interval: float = 5.0,
+        stale_after: float = 60.0,
+        maintenance_interval: float = 300.0,
+        synchronous: Literal["NORMAL", "FULL"] = "NORMAL",
+        busy_timeout: float = 5.0,
+        settle_timeout: float = 1.0,
+    ) -> None:
+        super().__init__(settle_timeout=settle_timeout)
+        for name, value in (
+            ("max_age", max_age),
+            ("progress_interval", progress_interval),
+            ("begin_delay", begin_delay),
+            ("busy_timeout", busy_timeout),
+        ):
+            if not value >= 0:
+                raise ConfigError(f"{name} must be >= 0")
+        for name, value in (
+            ("heartbeat_interval", heartbeat_interval),
+            ("maintenance_interval", maintenance_interval),
+        ):
+            if not value > 0:
+                raise ConfigError(f"{name} must be > 0")
+        if not stale_after > heartbeat_interval:
+            raise ConfigError("stale_after must be longer than heartbeat_interval")
+        if isinstance(max_records, bool) or not isinstance(max_records, int) or max_records < 1:
+            raise ConfigError("max_records must be a positive integer")
+        if synchronous not in ("NORMAL", "FULL"):
+            raise ConfigError("synchronous must be 'NORMAL' or 'FULL'")
+        self.path = Path(path)
+        self.max_age = max_age
+        self.max_records = max_records
+        self.progress_interval = progress_interval
+        self.begin_delay = begin_delay
+        self.heartbeat_interval = heartbeat_interval
+        self.stale_after = stale_after
+        self.maintenance_interval = maintenance_interval
+        self.synchronous = synchronous
+        self.busy_timeout = busy_timeout
+        #: this instance's row in ``owners``: its streaming transfers carry it
+        self.owner_id = secrets.token_hex(8)
+        self._live: dict[str, _Live] = {}
+        self._queue: queue.SimpleQueue[_Op] = queue.SimpleQueue()
+        self._thread: threading.Thread | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._broken: BaseException | None = None
+
+    # -- lifecycle -----------------------------------------------------------------------
+
+    async def _open(self) -> None:
+        if not self.path.parent.is_dir():
+            raise ConfigError(f"no such directory: {self.path.parent}")
+        self._loop = asyncio.get_running_loop()
+        ready: asyncio.Future[None] = self._loop.create_future()
+        self._thread = threading.Thread(
+            target=self._writer_main, args=(ready,), name=f"sluicegate-ledger-{self.owner_id}"
+        )
+        self._thread.daemon = True  # a forgotten close() must not hang interpreter exit
+        self._thread.start()
+        try:
+            await ready
+        except BaseException:
+            await asyncio.to_thread(self._thread.join)
+            raise
+
+    async def _close(self) -> None:
+        now = time.time()
+        leftovers = list(self._live.values())
+        self._live.clear()
+        for live in leftovers:
+            if live.timer is not None:
+                live.timer.cancel()
+            final = live.snapshot().finished("interrupted", live.bytes_sent, at=now)
+            self._queue.put(_Op(self._final_writer(final), None))
+        owner = self.owner_id
+        self._queue.put(_Op(lambda c: c.execute("DELETE FROM owners WHERE id = ?", (owner,)), None))
+        assert self._loop is not None and self._thread is not None
+        if not self._thread.is_alive():
+            return
+        done: asyncio.Future[None] = self._loop.create_future()
+        self._queue.put(_Op(lambda c: None, done, stop=True))
+        try:
+            await done
+        finally:
+            await asyncio.to_thread(self._thread.join)
+
+    # -- the contract --------------------------------------------------------------------
+
+    async def begin(self, method: str, path: str, *, size: int | None = None) -> str:
+        """Record a new streaming transfer and return its id (see :meth:`Ledger.begin`)."""
+        self._check_open()
+        tid = new_transfer_id()
+        live = _Live(TransferRecord.started(tid, method, path, size=size, at=time.time()))
+        self._live[tid] = live
+        if self.begin_delay > 0:
+            assert self._loop is not None
+            live.timer = self._loop.call_later(self.begin_delay, self._persist_begin, live)
+        else:
+            self._persist_begin(live)
+        return tid
+
+    async def progress(self, transfer_id: str, bytes_sent: int) -> None:
+        """Note progress; written at most every ``progress_interval``.
+
+        See :meth:`Ledger.progress`.
+        """
+        live = self._live.get(transfer_id)
+        if live is None:
+            return
+        if type(bytes_sent) is not int or bytes_sent < 0:
+            raise ConfigError("bytes_sent must be a non-negative integer")
+        if bytes_sent <= live.bytes_sent:
+            return
+        live.bytes_sent = bytes_sent
+        if live.persisted:
+            now = time.monotonic()
+            if now - live.flushed_at >= self.progress_interval:
+                live.flushed_at = now
+                self._queue.put(_Op(_progress_writer(transfer_id, bytes_sent), None))
+
+    async def finish(
+        self,
+        transfer_id: str,
+        state: TransferState,
+        bytes_sent: int,
+        *,
+        digest: str | None = None,
+        error: BaseException | ErrorInfo | None = None,
+    ) -> None:
+        """Record the end of a transfer; returns once committed (see :meth:`Ledger.finish`)."""
+        self._check_open()
+        live = self._live.get(transfer_id)
+        if live is None:
+            # Not ours, or not any more: check and write in one transaction.
+            await self._submit(
+                self._remote_finisher(transfer_id, state, bytes_sent, digest, error, time.time())
+            )
+            return
+        final = live.snapshot().finished(
+            state, bytes_sent, digest=digest, error=error, at=time.time()
+        )
+        del self._live[transfer_id]
+        if live.timer is not None:
+            live.timer.cancel()
+        await self._submit(self._final_writer(final))
+
+    async def get(self, transfer_id: str) -> TransferRecord:
+        """The record, from memory if it streams here, else from the file."""
+        self._check_open()
+        live = self._live.get(transfer_id)
+        if live is not None:
+            return live.snapshot()
+        result: TransferRecord = await self._submit(_reader(transfer_id), write=False)
+        return result
+
+    async def flush(self) -> None:
+        """Write pending begins and the latest progress, and wait for the commit."""
+        self._check_open()
+        for tid, live in self._live.items():
+            if live.timer is not None:
+                live.timer.cancel()
+                self._persist_begin(live)
+            elif live.persisted:
+                live.flushed_at = time.monotonic()
+                self._queue.put(_Op(_progress_writer(tid, live.bytes_sent), None))
+        await self._submit(lambda c: None)
+
+    async def _attach_receipt(
+        self, transfer_id: str, expected: TransferState, receipt: Receipt
+    ) -> bool:
+        def attach(conn: sqlite3.Connection) -> bool:
+            cur = conn.execute(
+                "UPDATE transfers SET receipt_bytes = ?, receipt_digest = ?, receipt_at = ?,"
+                " receipt_verified = ?, receipt_reason = ? WHERE id = ? AND state = ?",
+                (
+                    receipt.bytes_received,
+                    receipt.digest,
+                    receipt.received_at,
+                    int(receipt.verified),
+                    receipt.reason,
+                    transfer_id,
+                    expected,
+                ),
+            )
+            return cur.rowcount == 1
+
+        result: bool = await self._submit(attach)
+        return result
+
+    # -- loop side helpers ---------------------------------------------------------------
+
+    def _persist_begin(self, live: _Live) -> None:
+        live.timer = None
+        if live.persisted or live.record.id not in self._live:
+            return
+        live.persisted = True
+        live.flushed_at = time.monotonic()
+        rec = live.snapshot()
+        owner = self.owner_id
+
+        def insert(conn: sqlite3.Connection) -> None:
+            conn.execute(_INSERT, _row(rec, owner))
+
+        self._queue.put(_Op(insert, None))
+
+    async def _submit(self, fn: Callable[[sqlite3.Connection], Any], *, write: bool = True) -> Any:
+        self._check_open()
+        if self._broken is not None:
+            raise LedgerError(f"the ledger writer stopped: {self._broken!r}")
+        assert self._loop is not None
+        fut: asyncio.Future[Any] = self._loop.create_future()
+        self._queue.put(_Op(fn, fut, write=write))
+        # The op runs whether or not the caller stays: a cancelled finish() is still written.
+        return await fut
+
+    def _final_writer(self, final: TransferRecord) -> Callable[[sqlite3.Connection], None]:
+        owner = self.owner_id
+
+        def write(conn: sqlite3.Connection) -> None:
+            if conn.execute(_UPSERT_FINAL, _row(final, owner)).rowcount != 1:
+                (state,) = conn.execute(
+                    "SELECT state FROM transfers WHERE id = ?", (final.id,)
+                ).fetchone()
+                raise InvalidTransition(f"the transfer already ended as {state!r}")
+
+        return write
+
+    @staticmethod
+    def _remote_finisher(
+        transfer_id: str,
+        state: TransferState,
+        bytes_sent: int,
+        digest: str | None,
+        error: BaseException | ErrorInfo | None,
+        at: float,
+    ) -> Callable[[sqlite3.Connection], None]:
+        def write(conn: sqlite3.Connection) -> None:
+            final = _read(conn, transfer_id).finished(
+                state, bytes_sent, digest=digest, error=error, at=at
+            )
+            info = final.error or ErrorInfo("", "")
+            conn.execute(
+                "UPDATE transfers SET state = ?, ended_at = ?, bytes_sent = ?, digest = ?,"
+                " error_class = nullif(?, ''), error_message = nullif(?, '')"
+                " WHERE id = ? AND state = 'streaming'",
+                (
+                    final.state,
+                    final.ended_at,
+                    final.bytes_sent,
+                    final.digest,
+                    info.error_class,
+                    info.message,
+                    final.id,
+                ),
+            )
+
+        return write
+
+    # -- the writer thread ---------------------------------------------------------------
+
+    def _writer_main(self, ready: asyncio.Future[None]) -> None:
+        try:
+            conn = self._connect()
+        except BaseException as exc:
+            self._call_loop(_settle_open, ready, _as_ledger_error(exc, "cannot open ledger"))
+            return
+        self._call_loop(_settle_open, ready, None)
+        try:
+            self._serve(conn)
+        except BaseException as exc:  # a bug: fail every waiter rather than hang them
+            log.exception("ledger writer thread stopped")
+            self._broken = exc
+            pending: list[_Op] = []
+            with contextlib.suppress(queue.Empty):
+                while True:
+                    pending.append(self._queue.get_nowait())
+            for op in pending:
+                _fail(op, exc)
+            self._call_loop(_settle_ops, [op for op in pending if op.fut is not None])
+        finally:
+            conn.close()
+
+    def _connect(self) -> sqlite3.Connection:
+        conn = sqlite3.connect(
+            self.path, timeout=self.busy_timeout, isolation_level=None, check_same_thread=False
+        )
+        try:
+            conn.execute("PRAGMA journal_mode = WAL")
+            conn.execute(f"PRAGMA synchronous = {self.synchronous}")
+            conn.execute("BEGIN IMMEDIATE")
+            version = conn.execute("PRAGMA user_version").fetchone()[0]
+            if version > SCHEMA_VERSION:
+                raise LedgerError(f"{self.path} has ledger schema {version}, newer than this code")
+            # Not executescript(): it would commit the transaction we are in.
+            for statement in _SCHEMA.split(";"):
+                if statement.strip():
+                    conn.execute(statement)
+            conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+            me = psutil.Process()
+            conn.execute(
+                "INSERT INTO owners (id, host, pid, proc_started, heartbeat_at)"
+                " VALUES (?, ?, ?, ?, ?)",
+                (self.owner_id, socket.gethostname(), me.pid, me.create_time(), time.time()),
+            )
+            self._maintain(conn)
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.close()
+            raise
+        return conn
+
+    def _serve(self, conn: sqlite3.Connection) -> None:
+        next_beat = time.monotonic() + self.heartbeat_interval
+        next_maintenance = time.monotonic() + self.maintenance_interval
+        while True:
+            timeout = max(0.0, min(next_beat, next_maintenance) - time.monotonic())
+            batch: list[_Op] = []
+            try:
+                batch.append(self._queue.get(timeout=timeout))
+                while len(batch) < _BATCH_MAX:
+                    batch.append(self._queue.get_nowait())
+            except queue.Empty:
+                pass
+            now = time.monotonic()
+            if now >= next_beat:
+                next_beat = now + self.heartbeat_interval
+                batch.insert(0, _Op(self._heartbeat, None))
+            self._run_batch(conn, batch)
+            if now >= next_maintenance:
+                next_maintenance = now + self.maintenance_interval
+                self._run_batch(conn, [_Op(self._maintain, None)])
+            if any(op.stop for op in batch):
+                return
+
+    def _run_batch(self, conn: sqlite3.Connection, batch: Sequence[_Op]) -> None:
+        writes = [op for op in batch if op.write]
+        if writes:
+            try:
+                conn.execute("BEGIN IMMEDIATE")
+                for op in writes:
+                    _apply(conn, op, raise_sqlite=True)
+                conn.execute("COMMIT")
+            except sqlite3.Error as exc:
+                with contextlib.suppress(sqlite3.Error):
+                    conn.execute("ROLLBACK")
+                if len(writes) == 1:
+                    _fail(writes[0], exc)
+                else:
+                    # Find the culprit: one bad op must not sink the others.
+                    for op in writes:
+                        op.ok, op.value = True, None
+                        self._run_batch(conn, [op])
+        for op in batch:
+            if not op.write:
+                _apply(conn, op, raise_sqlite=False)
+        for op in batch:
+            if not op.ok and op.fut is None:
+                log.warning("ledger write failed: %s", op.value)
+        # Last, so that the woken event loop does not wait for this thread's GIL.
+        done = [op for op in batch if op.fut is not None]
+        if done:
+            self._call_loop(_settle_ops, done)
+
+    def _call_loop(self, fn: Callable[..., None], *args: Any) -> None:
+        assert self._loop is not None
+        with contextlib.suppress(RuntimeError):  # the loop is gone: nobody is waiting
+            self._loop.call_soon_threadsafe(fn, *args)
+
+    def _heartbeat(self, conn: sqlite3.Connection) -> None:
+        beat = conn.execute(
+            "UPDATE owners SET heartbeat_at = ? WHERE id = ?", (time.time(), self.owner_id)
+        )
+        if beat.rowcount == 0:
+            # Another worker judged us dead (we stalled past stale_after) and retired our
+            # streams; come back so that new transfers have a live owner.
+            me = psutil.Process()
+            conn.execute(
+                "INSERT INTO owners (id, host, pid, proc_started, heartbeat_at)"
+                " VALUES (?, ?, ?, ?, ?)",
+                (self.owner_id, socket.gethostname(), me.pid, me.create_time(), time.time()),
+            )
+
+    def _maintain(self, conn: sqlite3.Connection) -> None:
+        """Retire the streams of dead owners, then prune by age and by count."""
+        now = time.time()
+        host = socket.gethostname()
+        for owner, owner_host, pid, proc_started, beat in conn.execute(
+            "SELECT id, host, pid, proc_started, heartbeat_at FROM owners WHERE id != ?",
+            (self.owner_id,),
+        ).fetchall():
+            stale = now - beat > self.stale_after
+            gone = owner_host == host and not _process_alive(pid, proc_started)
+            if stale or gone:
+                conn.execute(
+                    "UPDATE transfers SET state = 'interrupted', ended_at = max(started_at, ?)"
+                    " WHERE owner = ? AND state = 'streaming'",
+                    (beat, owner),
+                )
+                conn.execute("DELETE FROM owners WHERE id = ?", (owner,))
+        conn.execute(
+            "UPDATE transfers SET state = 'interrupted', ended_at = max(started_at, ?)"
+            " WHERE state = 'streaming' AND owner NOT IN (SELECT id FROM owners)",
+            (now,),
+        )
+        conn.execute(
+            "DELETE FROM transfers WHERE state != 'streaming' AND ended_at < ?",
+            (now - self.max_age,),
+        )
+        cutoff = conn.execute(
+            "SELECT ended_at FROM transfers WHERE state != 'streaming'"
+            " ORDER BY ended_at DESC LIMIT 1 OFFSET ?",
+            (self.max_records - 1,),
+        ).fetchone()
+        if cutoff is not None:
+            conn.execute(
+                "DELETE FROM transfers WHERE state != 'streaming' AND ended_at < ?", cutoff
+            )
+
+
+# -- helpers that run on the writer thread ---------------------------------------------
+
+
+def _apply(conn: sqlite3.Connection, op: _Op, *, raise_sqlite: bool) -> None:
+    try:
+        op.value = op.fn(conn)
+        op.ok = True
+    except sqlite3.Error as exc:
+        if raise_sqlite:
+            raise
+        _fail(op, exc)
+    except Exception as exc:  # a rule was broken; the statement made no change
+        op.ok, op.value = False, exc
+
+
+def _fail(op: _Op, exc: BaseException) -> None:
+    op.ok, op.value = False, _as_ledger_error(exc, "ledger write failed")
+
+
+def _as_ledger_error(exc: BaseException, what: str) -> BaseException:
+    if isinstance(exc, LedgerError | ConfigError):
+        return exc
+    err = LedgerError(f"{what}: {exc}")
+    err.__cause__ = exc
+    return err
+
+
+def _progress_writer(transfer_id: str, bytes_sent: int) -> Callable[[sqlite3.Connection], None]:
+    def write(conn: sqlite3.Connection) -> None:
+        conn.execute(
+            "UPDATE transfers SET bytes_sent = max(bytes_sent, ?)"
+            " WHERE id = ? AND state = 'streaming'",
+            (bytes_sent, transfer_id),
+        )
+
+    return write
+
+
+def _reader(transfer_id: str) -> Callable[[sqlite3.Connection], TransferRecord]:
+    return lambda conn: _read(conn, transfer_id)
+
+
+def _read(conn: sqlite3.Connection, transfer_id: str) -> TransferRecord:
+    row = conn.execute(f"SELECT {_COLUMNS} FROM transfers WHERE id = ?", (transfer_id,)).fetchone()
+    if row is None:
+        raise UnknownTransfer(transfer_id)
+    (tid, method, path, state, started, ended, sent, size, digest, eclass, emsg) = row[:11]
+    r_bytes, r_digest, r_at, r_verified, r_reason = row[11:]
+    return TransferRecord(
+        id=tid,
+        method=method,
+        path=path,
+        state=state,
+        started_at=started,
+        ended_at=ended,
+        bytes_sent=sent,
+        size=size,
+        digest=digest,
+        error=None if eclass is None else ErrorInfo(eclass, emsg or ""),
+        receipt=None
+        if r_bytes is None
+        else Receipt(r_bytes, r_digest, r_at, bool(r_verified), r_reason),
+    )
+
+
+def _row(rec: TransferRecord, owner: str) -> tuple[Any, ...]:
+    return (
+        rec.id,
+        owner,
+        rec.method,
+        rec.path,
+        rec.state,
+        rec.started_at,
+        rec.ended_at,
+        rec.bytes_sent,
+        rec.size,
+        rec.digest,
+        None if rec.error is None else rec.error.error_class,
+        None if rec.error is None else rec.error.message,
+    )
+
+
+def _process_alive(pid: int, started: float) -> bool:
+    """True if ``pid`` runs and is the process that started at ``started`` (not a reuse)."""
+    try:
+        proc = psutil.Process(pid)
+        if proc.status() == psutil.STATUS_ZOMBIE:
+            return False
+        return bool(abs(proc.create_time() - started) < 1.0)
+    except psutil.NoSuchProcess:
+        return False
+    except psutil.Error:  # exists but we may not look: assume alive, the heartbeat decides
+        return True
+
+
+# -- helpers that run on the event loop ------------------------------------------------
+
+
+def _settle_open(fut: asyncio.Future[None], exc: BaseException | None) -> None:
+    if fut.done():
+        return
+    if exc is None:
+        fut.set_result(None)
+    else:
+        fut.set_exception(exc)
+
+
+def _settle_ops(ops: Sequence[_Op]) -> None:
+    for op in ops:
+        fut = op.fut
+        if fut is None or fut.done():
+            continue
+        if op.ok:
+            fut.set_result(op.value)
+        else:
+            fut.set_exception(op.value)
