@@ -6,6 +6,8 @@ Run it under uvicorn (``python -m uvicorn tests.doctor.doctor_app:app --port 0``
 * ``/block?ms=N`` blocks the event loop for N ms with ``time.sleep`` (event-loop-blocked);
 * ``/big?mib=N`` streams N MiB in 64 KiB chunks, awaiting each send (slow readers
   fill the kernel send queue: kernel-send-queues);
+* ``/unbounded?mib=N`` streams N MiB through an unbounded queue its producer fills
+  at once: bytes the client has not taken pile up in RSS (backpressure-ignored);
 * ``/hoard?mib=N`` keeps N MiB alive forever (memory-growth / memory-not-released);
 * ``/leak`` starts a task that never ends (task-leak);
 * ``/linger`` registers a sluicegate stream whose client "left" while its producer
@@ -42,6 +44,25 @@ async def _text(send: Any, body: bytes) -> None:
     await send({"type": "http.response.body", "body": body})
 
 
+async def _unbounded(send: Any, chunks: int) -> None:
+    # The classic mistake: the producer never waits for the consumer.
+    queue: asyncio.Queue[bytes | None] = asyncio.Queue()
+
+    async def produce() -> None:
+        for _ in range(chunks):
+            await queue.put(b"u" * len(_CHUNK))
+        await queue.put(None)
+
+    producer = asyncio.get_running_loop().create_task(produce())
+    await send({"type": "http.response.start", "status": 200, "headers": []})
+    try:
+        while (chunk := await queue.get()) is not None:
+            await send({"type": "http.response.body", "body": chunk, "more_body": True})
+        await send({"type": "http.response.body", "body": b""})
+    finally:
+        producer.cancel()
+
+
 async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
     """The ASGI entry point."""
     if scope["type"] == "lifespan":
@@ -67,9 +88,10 @@ async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
             }
         )
         for i in range(chunks):
-            await send(
-                {"type": "http.response.body", "body": _CHUNK, "more_body": i < chunks - 1}
-            )
+            await send({"type": "http.response.body", "body": _CHUNK, "more_body": i < chunks - 1})
+        return
+    elif path == "/unbounded":
+        await _unbounded(send, _arg(scope, "mib", 8) * 16)
         return
     elif path == "/hoard":
         _hoard.append(bytearray(_arg(scope, "mib", 8) << 20))

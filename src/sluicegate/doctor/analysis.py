@@ -22,6 +22,7 @@ it. Nothing here touches a socket or a file::
 
 from __future__ import annotations
 
+import itertools
 import math
 import re
 import statistics
@@ -39,6 +40,20 @@ TCP_PAGE = 4096
 
 #: Chart keys the report draws, in order; findings name the charts they concern.
 CHARTS = ("cpu", "memory", "loop", "gc", "tasks", "fds", "sockets", "streams")
+
+#: Every finding id :func:`analyze` can report; each has ``docs/diagnoses/<id>.md``.
+FINDING_IDS = (
+    "event-loop-blocked",
+    "gc-pauses",
+    "io-bound",
+    "backpressure-ignored",
+    "memory-growth",
+    "kernel-send-queues",
+    "memory-not-released",
+    "task-leak",
+    "fd-leak",
+    "lingering-producers",
+)
 
 _SEVERITY_ORDER = {"critical": 0, "warning": 1, "info": 2}
 
@@ -71,7 +86,8 @@ class Window:
 
     start: float
     end: float
-    source: Literal["connections", "streams", "command", "trace"]
+    #: ``connections``, ``streams``, ``command``, ``command+connections``… or ``trace``
+    source: str
 
     def __contains__(self, t: object) -> bool:
         return isinstance(t, float | int) and self.start <= t <= self.end
@@ -207,18 +223,19 @@ def _activity_bins(
 def detect_window(trace: Trace, width: float = 0.1) -> Window | None:
     """Find when load was applied.
 
-    First from activity the probes saw (established connections, else sluicegate's
-    active streams) above its idle floor; when that shows too little (requests shorter
-    than the 100 ms socket sampling), from the ``load-start``/``load-end`` events of
-    the ``--on-port`` command; else the whole trace. ``None`` for an empty trace.
+    From the activity the probes saw (established connections, else sluicegate's
+    active streams) above its idle floor, widened to the ``load-start``/``load-end``
+    events of the ``--on-port`` command when there are some (short requests fall
+    between the 100 ms socket samples; the command's span is the ground truth).
+    Without either, the whole trace. ``None`` for an empty trace.
     """
     if not trace.samples and not trace.events:
         return None
-    sources: tuple[tuple[Literal["connections", "streams"], Callable[[Sample], float | None]], ...]
-    sources = (
+    sources: tuple[tuple[str, Callable[[Sample], float | None]], ...] = (
         ("connections", lambda s: None if s.connections is None else float(s.connections)),
         ("streams", lambda s: s.stream("active_streams")),
     )
+    seen: Window | None = None
     for name, get in sources:
         bins = _activity_bins(trace, get, width)
         if not bins:
@@ -226,11 +243,17 @@ def detect_window(trace: Trace, width: float = 0.1) -> Window | None:
         floor = min(a for _, a in bins)
         busy = [t for t, a in bins if a > floor]
         if len(busy) >= 3:
-            return Window(busy[0], busy[-1] + width, name)
+            seen = Window(busy[0], busy[-1] + width, name)
+            break
     began, ended = trace.event("load-start"), trace.event("load-end")
     if began is not None:
-        end = ended.t if ended is not None else max((s.t for s in trace.samples), default=began.t)
-        return Window(began.t, end, "command")
+        last = max((s.t for s in trace.samples), default=began.t)
+        end = ended.t if ended is not None else last
+        if seen is None:
+            return Window(began.t, end, "command")
+        return Window(min(seen.start, began.t), max(seen.end, end), f"command+{seen.source}")
+    if seen is not None:
+        return seen
     if not trace.samples:
         return None
     return Window(trace.samples[0].t, trace.samples[-1].t, "trace")
@@ -398,7 +421,14 @@ def _check_memory(
     net = [s for s in window if s.rss is not None and s.send_queue is not None]
     outstanding = [float((s.send_queue or 0) + (s.stream("bytes_buffered") or 0)) for s in net]
     r = pearson([float(s.rss or 0) for s in net], outstanding)
-    slow = max((s.send_queue_max or 0 for s in net), default=0) >= th.slow_reader_bytes
+    # How much of the rise happened while some client was reading slowly.
+    rise_slow = sum(
+        max(0, (b.rss or 0) - (a.rss or 0))
+        for a, b in itertools.pairwise(net)
+        if (a.send_queue_max or 0) >= th.slow_reader_bytes
+        or (b.send_queue_max or 0) >= th.slow_reader_bytes
+    )
+    slow = rise_slow >= 0.5 * rise
     buffered = max((s.stream("bytes_buffered") or 0 for s in net), default=0)
     span = max(window[-1].t - window[0].t, 1e-6)
     evidence: dict[str, float | int | str] = {
@@ -407,6 +437,7 @@ def _check_memory(
         "rise_bytes": int(rise),
         "rise_mib_per_s": round(rise / MiB / span, 2),
         "corr_rss_outstanding": round(r, 3),
+        "rise_with_slow_readers": int(rise_slow),
         "sluicegate_buffered_peak": int(buffered),
     }
     severity: Severity = "critical" if rise >= 8 * th.memory_growth_bytes else "warning"

@@ -11,7 +11,7 @@ The probe is a daemon thread. Every ``interval`` (10 ms by default) it
 
 Every ``net_interval`` (100 ms by default) it also counts asyncio tasks, open fds
 and established TCP connections, sums the **kernel send and receive queues** of the
-process's TCP sockets (``/proc/net/tcp{,6}`` matched by inode from ``/proc/<pid>/fd``),
+process's TCP sockets (``SIOCOUTQ`` on each socket fd listed in ``/proc/self/fd``),
 reads the system's TCP memory (``/proc/net/sockstat``), and copies
 :func:`sluicegate.metrics.snapshot` when the application uses sluicegate.
 
@@ -28,13 +28,17 @@ Use it explicitly when injection is not possible::
 
 from __future__ import annotations
 
+import array
 import asyncio
 import atexit
 import contextlib
+import fcntl
 import gc
 import json
 import os
 import resource
+import socket
+import stat
 import sys
 import threading
 import time
@@ -58,8 +62,9 @@ SCHEMA = 1
 _SYS_KEY = "_sluicegate_doctor_probe"  # one probe per process, whichever module copy runs
 _MAX_STACKS = 400
 _FLUSH_EVERY = 0.25
-_TCP_LISTEN = "0A"
-_TCP_ESTABLISHED = "01"
+# sockios.h / ioctls.h (Linux)
+_SIOCOUTQ = 0x5411
+_SIOCINQ = 0x541B
 
 
 class _LoopWatch:
@@ -103,6 +108,7 @@ class Probe:
         self._file: IO[str] | None = None
         self._pid = os.getpid()
         self._stacks = 0
+        self._sock_kinds: dict[int, bool] = {}
         self._running_at_fork = False
         self._gc_start = 0.0
         # [pause s gen0, gen1, gen2, longest pause s, collections gen0, gen1, gen2]
@@ -306,20 +312,12 @@ class Probe:
                 fields["threads"] = int(f.read().rsplit(b")", 1)[1].split()[17])
         except (OSError, ValueError, IndexError):
             pass
-        inodes: set[str] = set()
         try:
-            names = os.listdir("/proc/self/fd")
+            fds = [int(name) for name in os.listdir("/proc/self/fd")]
         except OSError:
             return fields
-        fields["fds"] = len(names)
-        for name in names:
-            try:
-                target = os.readlink("/proc/self/fd/" + name)
-            except OSError:
-                continue
-            if target.startswith("socket:["):
-                inodes.add(target[8:-1])
-        fields.update(_tcp_queues(inodes))
+        fields["fds"] = len(fds)
+        fields.update(_tcp_queues(fds, self._sock_kinds))
         fields["tcp_mem_pages"] = _tcp_mem_pages()
         metrics = sys.modules.get("sluicegate.metrics")
         if metrics is not None:
@@ -382,41 +380,65 @@ def _cpu_times() -> tuple[float, float]:
     return usage.ru_utime, usage.ru_stime
 
 
-def _tcp_queues(inodes: set[str]) -> dict[str, int]:
-    """Sum the kernel queues of the TCP sockets whose inode is in ``inodes``.
+def _is_tcp(fd: int) -> bool:
+    sock: socket.socket | None = None
+    try:
+        # fileno= wraps the server's own fd without a dup; detach() below makes sure
+        # this object never closes it.
+        sock = socket.socket(fileno=fd)
+        return sock.family in (socket.AF_INET, socket.AF_INET6) and sock.type == socket.SOCK_STREAM
+    except OSError:
+        return False
+    finally:
+        if sock is not None:
+            sock.detach()
 
-    ``tx_queue`` of a connected socket is the bytes the kernel holds that the peer
-    has not acknowledged: memory a slow reader pins outside the process's RSS.
+
+def _tcp_queues(fds: list[int], kinds: dict[int, bool]) -> dict[str, int]:
+    """Count this process's TCP sockets and sum their kernel queues.
+
+    Asked of each socket fd directly (``SIOCOUTQ``/``SIOCINQ`` ioctls): the send queue
+    of a connected socket is the bytes the kernel holds that the peer has not
+    acknowledged, memory a slow reader pins outside the process's RSS. Reading
+    ``/proc/net/tcp`` instead costs ~7 ms a read on a machine with a large socket hash
+    table, whatever the number of sockets; this costs three syscalls per socket.
+    ``kinds`` caches "is TCP" by socket inode between calls.
     """
-    sent = recv = established = sockets = with_queue = 0
-    biggest = 0
-    if inodes:
-        for table in ("/proc/self/net/tcp", "/proc/self/net/tcp6"):
-            try:
-                with open(table, "rb") as f:
-                    lines = f.read().split(b"\n")[1:]
-            except OSError:
-                continue
-            for raw in lines:
-                parts = raw.split()
-                if len(parts) < 10 or parts[9].decode() not in inodes:
-                    continue
-                sockets += 1
-                state = parts[3].decode()
-                if state == _TCP_LISTEN:  # its queues count pending accepts, not bytes
-                    continue
-                if state == _TCP_ESTABLISHED:
-                    established += 1
-                tx, _, rx = parts[4].partition(b":")
-                tx_bytes = int(tx, 16)
-                sent += tx_bytes
-                recv += int(rx, 16)
-                if tx_bytes:
-                    with_queue += 1
-                    biggest = max(biggest, tx_bytes)
+    sent = recv = connections = sockets = with_queue = biggest = 0
+    seen: dict[int, bool] = {}
+    buf = array.array("i", [0])
+    for fd in fds:
+        try:
+            st = os.fstat(fd)
+        except OSError:
+            continue
+        if not stat.S_ISSOCK(st.st_mode):
+            continue
+        tcp = kinds.get(st.st_ino)
+        if tcp is None:
+            tcp = _is_tcp(fd)
+        seen[st.st_ino] = tcp
+        if not tcp:
+            continue
+        sockets += 1
+        try:
+            fcntl.ioctl(fd, _SIOCOUTQ, buf, True)
+            tx = buf[0]
+            fcntl.ioctl(fd, _SIOCINQ, buf, True)
+            rx = buf[0]
+        except OSError:  # EINVAL: a listening socket (its queue is of connections)
+            continue
+        connections += 1
+        sent += tx
+        recv += rx
+        if tx > 0:
+            with_queue += 1
+            biggest = max(biggest, tx)
+    kinds.clear()
+    kinds.update(seen)
     return {
         "sockets": sockets,
-        "connections": established,
+        "connections": connections,
         "send_queue": sent,
         "recv_queue": recv,
         "send_queue_sockets": with_queue,
