@@ -182,7 +182,7 @@ _REDACTIONS: Final = (
         re.compile(
             r"\b((?:[a-z0-9]+[_-])*(?:password|passwd|pwd|secret|token|api[_-]?key|"
             r"access[_-]?key|authorization|auth|cookie|session(?:[_-]?id)?|signature|"
-            r"credentials?|private[_-]?key)s?)(\s*[=:]\s*)(['\"]?)[^\s,;&'\"]+",
+            r"credentials?|private[_-]?key)s?)(['\"]?\s*[=:]\s*)(['\"]?)[^\s,;&'\"]+",
             re.I,
         ),
         r"\1\2\3***",

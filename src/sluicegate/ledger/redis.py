@@ -149,6 +149,8 @@ class RedisLedger(Ledger):
         reads ``interrupted``.
     :param heartbeat_interval: seconds between heartbeats (which also write progress);
         a third of ``heartbeat_timeout`` by default.
+    :param max_connections: size of the connection pool made from a URL; callers beyond
+        it wait for a free connection.
     """
 
     def __init__(
@@ -159,6 +161,7 @@ class RedisLedger(Ledger):
         max_age: float = 7 * 24 * 3600.0,
         heartbeat_timeout: float = 15.0,
         heartbeat_interval: float | None = None,
+        max_connections: int = 32,
         settle_timeout: float = 1.0,
     ) -> None:
         super().__init__(settle_timeout=settle_timeout)
@@ -174,7 +177,11 @@ class RedisLedger(Ledger):
         self.heartbeat_timeout = heartbeat_timeout
         self.heartbeat_interval = interval
         if isinstance(redis, str):
-            self._client = aioredis.Redis.from_url(redis)
+            # A blocking pool: a burst of streams waits for a connection instead of failing.
+            pool = aioredis.BlockingConnectionPool.from_url(
+                redis, max_connections=max_connections, timeout=10
+            )
+            self._client = aioredis.Redis(connection_pool=pool)
             self._owns_client = True
         else:
             self._client = redis
@@ -311,10 +318,11 @@ class RedisLedger(Ledger):
             final = probe.finished(state, bytes_sent, digest=digest, error=error, at=now)
         self._live.pop(transfer_id, None)
         err = final.error or ErrorInfo("", "")
-        outcome = await self._run(
+        # Shielded: a stream cancelled while finishing still leaves its final state behind.
+        outcome = await asyncio.shield(self._run(
             "finish", transfer_id, final.state, final.bytes_sent, repr(now), final.digest or "",
             err.error_class, err.message, self._ttl,
-        )  # fmt: skip
+        ))  # fmt: skip
         kind = _text(outcome[0])
         if kind == "unknown":
             raise UnknownTransfer(transfer_id)

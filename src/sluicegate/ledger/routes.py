@@ -28,12 +28,12 @@ from starlette.types import Receive, Scope, Send
 from sluicegate.errors import ConfigError, LedgerError, UnknownTransfer
 from sluicegate.ledger.base import Ledger
 from sluicegate.ledger.model import MAX_BYTES, is_transfer_id, parse_digest
+from sluicegate.problem import problem_response
 
-__all__ = ["PROBLEM_JSON", "LedgerApp", "ledger_routes", "problem"]
+__all__ = ["LedgerApp", "ledger_routes", "problem"]
 
 log = logging.getLogger("sluicegate.ledger")
 
-PROBLEM_JSON: Final = "application/problem+json"
 DEFAULT_MAX_BODY: Final = 4096
 _ALL_METHODS: Final = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]
 _RECEIPT_KEYS: Final = frozenset({"bytes_received", "digest"})
@@ -42,16 +42,10 @@ _MAX_DIGEST: Final = 512
 
 def problem(status: int, detail: str, *, headers: dict[str, str] | None = None) -> Response:
     """An RFC 9457 problem response: ``type``, ``title``, ``status`` and ``detail``."""
-    body = {
-        "type": "about:blank",
-        "title": HTTPStatus(status).phrase,
-        "status": status,
-        "detail": detail,
-    }
-    return JSONResponse(
-        body,
-        status_code=status,
-        media_type=PROBLEM_JSON,
+    return problem_response(
+        status,
+        HTTPStatus(status).phrase,
+        detail,
         headers={"cache-control": "no-store", **(headers or {})},
     )
 
