@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import json
+import select
 import shutil
 import socket
 import subprocess
+import sys
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
@@ -97,3 +100,37 @@ async def ledger(make_ledger: MakeLedger) -> AsyncIterator[Ledger]:
     """An open ledger of each backend."""
     async with make_ledger() as opened:
         yield opened
+
+
+VICTIM = Path(__file__).with_name("ledger_victim.py")
+
+
+@pytest.fixture
+def victim() -> Iterator[Callable[..., tuple[subprocess.Popen[str], dict[str, Any]]]]:
+    """Start ``ledger_victim.py`` with arguments; return it and the ids it printed.
+
+    Every victim still running at teardown is killed by pid.
+    """
+    started: list[subprocess.Popen[str]] = []
+
+    def start(*args: str) -> tuple[subprocess.Popen[str], dict[str, Any]]:
+        proc = subprocess.Popen(
+            [sys.executable, str(VICTIM), *args],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        started.append(proc)
+        ready, _, _ = select.select([proc.stdout], [], [], 20)
+        line = proc.stdout.readline() if ready and proc.stdout else ""
+        if not line:
+            proc.kill()
+            _, err = proc.communicate(timeout=5)
+            raise AssertionError(f"victim did not start: {err[-2000:]}")
+        return proc, json.loads(line)
+
+    yield start
+    for proc in started:
+        if proc.poll() is None:
+            proc.kill()
+        proc.communicate(timeout=5)

@@ -313,7 +313,15 @@ class SQLiteLedger(Ledger):
         del self._live[transfer_id]
         if live.timer is not None:
             live.timer.cancel()
-        await self._submit(self._final_writer(final))
+            live.timer = None
+        try:
+            await self._submit(self._final_writer(final))
+        except LedgerError as exc:
+            if not isinstance(exc, InvalidTransition):
+                # The store failed, not the rules: keep the transfer live so that a retry,
+                # flush() or close() can still record it.
+                self._live[transfer_id] = live
+            raise
 
     async def get(self, transfer_id: str) -> TransferRecord:
         """The record, from memory if it streams here, else from the file."""
@@ -328,8 +336,9 @@ class SQLiteLedger(Ledger):
         """Write pending begins and the latest progress, and wait for the commit."""
         self._check_open()
         for tid, live in self._live.items():
-            if live.timer is not None:
-                live.timer.cancel()
+            if not live.persisted:
+                if live.timer is not None:
+                    live.timer.cancel()
                 self._persist_begin(live)
             elif live.persisted:
                 live.flushed_at = time.monotonic()

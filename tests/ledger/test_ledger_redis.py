@@ -1,0 +1,128 @@
+"""What only the Redis backend promises: heartbeats, lapse means interrupted, TTLs."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import socket
+import uuid
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+import pytest
+import redis.asyncio as aioredis
+
+from sluicegate.errors import ConfigError, LedgerError
+from sluicegate.ledger import InvalidTransition, digest_of
+from sluicegate.ledger.redis import RedisLedger
+
+Victim = Callable[..., tuple[Any, dict[str, Any]]]
+
+
+@pytest.fixture
+def prefix() -> str:
+    return f"test:{uuid.uuid4().hex}:"
+
+
+@pytest.fixture
+async def client(redis_url: str) -> AsyncIterator[aioredis.Redis]:
+    conn = aioredis.Redis.from_url(redis_url, decode_responses=True)
+    yield conn
+    await conn.aclose()
+
+
+async def state_soon(ledger: RedisLedger, tid: str, want: str) -> None:
+    for _ in range(250):  # 5 s
+        if (await ledger.get(tid)).state == want:
+            return
+        await asyncio.sleep(0.02)
+    raise AssertionError(f"{tid} never became {want}")
+
+
+async def test_kill_9_keeps_completed_and_lapsed_heartbeats_read_interrupted(
+    redis_url: str, prefix: str, victim: Victim
+) -> None:
+    proc, ids = victim("redis", redis_url, prefix)  # heartbeat_timeout=0.6 s
+    async with RedisLedger(redis_url, prefix=prefix) as reader:
+        for tid in ids["live"]:  # alive and beating: streaming, even past one timeout
+            assert (await reader.get(tid)).state == "streaming"
+        await asyncio.sleep(0.8)
+        assert (await reader.get(ids["live"][0])).state == "streaming"
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait(5)
+        for tid in ids["live"]:
+            await state_soon(reader, tid, "interrupted")
+            rec = await reader.get(tid)
+            assert rec.bytes_sent == 300 and rec.ended_at is not None
+            assert rec.ended_at >= rec.started_at
+        done = await reader.get(ids["done"])
+        assert done.state == "completed" and done.digest == digest_of(b"the completed body")
+
+
+async def test_a_stalled_stream_is_kept_alive_by_the_heartbeat(redis_url: str, prefix: str) -> None:
+    async with (
+        RedisLedger(redis_url, prefix=prefix, heartbeat_timeout=0.3) as owner,
+        RedisLedger(redis_url, prefix=prefix) as reader,
+    ):
+        tid = await owner.begin("GET", "/slow-reader")
+        await owner.progress(tid, 10)
+        await asyncio.sleep(1.0)  # no progress at all for three timeouts
+        rec = await reader.get(tid)
+        assert rec.state == "streaming" and rec.bytes_sent == 10  # the beat carried progress
+        await owner.finish(tid, "completed", 20)
+        assert (await reader.get(tid)).state == "completed"
+
+
+async def test_a_lapsed_record_stays_interrupted(
+    redis_url: str, prefix: str, client: aioredis.Redis
+) -> None:
+    async with RedisLedger(redis_url, prefix=prefix) as owner:
+        tid = await owner.begin("GET", "/x")
+        await client.hset(prefix + tid, "hb_until", "0")  # as if the owner had stalled
+        async with RedisLedger(redis_url, prefix=prefix) as reader:
+            assert (await reader.get(tid)).state == "interrupted"
+        assert await client.hget(prefix + tid, "state") == "interrupted"  # written down
+        with pytest.raises(InvalidTransition, match="interrupted"):
+            await owner.finish(tid, "completed", 0)
+
+
+async def test_records_expire(redis_url: str, prefix: str, client: aioredis.Redis) -> None:
+    async with RedisLedger(redis_url, prefix=prefix, max_age=100) as ledger:
+        tid = await ledger.begin("GET", "/ttl")
+        assert 0 < await client.ttl(prefix + tid) <= 100
+        await ledger.finish(tid, "completed", 0)
+        assert 0 < await client.ttl(prefix + tid) <= 100
+        assert await client.hget(prefix + tid, "state") == "completed"
+
+
+async def test_a_client_we_do_not_own_stays_open(
+    redis_url: str, prefix: str, client: aioredis.Redis
+) -> None:
+    async with RedisLedger(client, prefix=prefix) as ledger:
+        tid = await ledger.begin("GET", "/mine")
+        await ledger.finish(tid, "completed", 1)
+        assert (await ledger.get(tid)).state == "completed"  # decoded responses work too
+    assert await client.ping()
+
+
+async def test_unreachable_redis_fails_on_open() -> None:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]  # bound but not listening: connection refused
+        with pytest.raises(LedgerError, match="cannot reach redis"):
+            await RedisLedger(f"redis://127.0.0.1:{port}/0").open()
+
+
+@pytest.mark.parametrize(
+    "options",
+    [
+        {"max_age": 0},
+        {"heartbeat_timeout": 0},
+        {"heartbeat_timeout": 1, "heartbeat_interval": 1},
+        {"heartbeat_interval": -1},
+    ],
+)
+def test_bad_options(options: dict[str, Any]) -> None:
+    with pytest.raises(ConfigError):
+        RedisLedger("redis://127.0.0.1:1/0", **options)

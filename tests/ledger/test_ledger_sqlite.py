@@ -1,0 +1,238 @@
+"""What only the SQLite backend promises: WAL, group commit, retention, crash recovery."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import sqlite3
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from sluicegate.errors import ConfigError, LedgerError, UnknownTransfer
+from sluicegate.ledger import InvalidTransition, SQLiteLedger, digest_of, ledger_from_url
+from sluicegate.ledger.redis import RedisLedger
+
+Victim = Callable[..., tuple[Any, dict[str, Any]]]
+
+
+def raw(db: Path) -> sqlite3.Connection:
+    conn = sqlite3.connect(db, isolation_level=None)
+    conn.row_factory = sqlite3.Row
+    return conn
+
+
+def rows(db: Path) -> dict[str, sqlite3.Row]:
+    with raw(db) as conn:
+        return {r["id"]: r for r in conn.execute("SELECT * FROM transfers")}
+
+
+async def wait_until(condition: Callable[[], bool]) -> None:
+    for _ in range(250):  # 5 s
+        if condition():
+            return
+        await asyncio.sleep(0.02)
+    raise AssertionError("condition never held")
+
+
+async def test_one_file_in_wal_mode_with_a_schema_version(tmp_path: Path) -> None:
+    db = tmp_path / "l.db"
+    async with SQLiteLedger(db):
+        with raw(db) as conn:
+            assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+            assert conn.execute("PRAGMA user_version").fetchone()[0] == 1
+            assert conn.execute("SELECT count(*) FROM owners").fetchone()[0] == 1
+    with raw(db) as conn:  # a clean close leaves no owner behind
+        assert conn.execute("SELECT count(*) FROM owners").fetchone()[0] == 0
+
+
+async def test_a_short_transfer_costs_one_row_write(tmp_path: Path) -> None:
+    db = tmp_path / "l.db"
+    async with SQLiteLedger(db, begin_delay=3600) as ledger:
+        tid = await ledger.begin("GET", "/small")
+        await ledger.progress(tid, 5)
+        assert rows(db) == {}  # not written yet: the final state will be, in one go
+        await ledger.finish(tid, "completed", 10, digest=digest_of(b"x" * 10))
+        row = rows(db)[tid]  # finish returned: the row is committed
+        assert (row["state"], row["bytes_sent"], row["method"]) == ("completed", 10, "GET")
+        # a long transfer is written when the delay ends, or on flush
+        slow = await ledger.begin("GET", "/slow")
+        await ledger.flush()
+        assert rows(db)[slow]["state"] == "streaming"
+    async with SQLiteLedger(db, begin_delay=0.02) as ledger:
+        tid = await ledger.begin("GET", "/timer")
+        await wait_until(lambda: tid in rows(db))
+        assert rows(db)[tid]["state"] == "streaming"
+
+
+async def test_progress_writes_are_throttled(tmp_path: Path) -> None:
+    db = tmp_path / "l.db"
+    async with SQLiteLedger(db, begin_delay=0, progress_interval=3600) as ledger:
+        tid = await ledger.begin("GET", "/p")
+        await ledger.flush()
+        for n in range(1, 1001):
+            await ledger.progress(tid, n)
+        with pytest.raises(UnknownTransfer):
+            await ledger.get("C" * 22)  # a read queued behind any write
+        assert rows(db)[tid]["bytes_sent"] == 0  # none of the 1000 reports was written
+        assert (await ledger.get(tid)).bytes_sent == 1000  # but this process knows
+    async with SQLiteLedger(db, begin_delay=0, progress_interval=0) as ledger:
+        tid = await ledger.begin("GET", "/p")
+        await ledger.progress(tid, 42)
+        with pytest.raises(UnknownTransfer):
+            await ledger.get("C" * 22)
+        assert rows(db)[tid]["bytes_sent"] == 42
+
+
+async def _finished(ledger: SQLiteLedger, n: int, path: str) -> list[str]:
+    ids = []
+    for i in range(n):
+        tid = await ledger.begin("GET", f"{path}/{i}")
+        await ledger.finish(tid, "completed", i)
+        ids.append(tid)
+    return ids
+
+
+async def test_retention_by_age_and_count_on_open(tmp_path: Path) -> None:
+    db = tmp_path / "l.db"
+    async with SQLiteLedger(db) as ledger:
+        old = await _finished(ledger, 3, "/old")
+        new = await _finished(ledger, 10, "/new")
+        live = await ledger.begin("GET", "/live")
+        await ledger.flush()
+        with raw(db) as conn:
+            conn.executemany(
+                "UPDATE transfers SET ended_at = ? WHERE id = ?",
+                [(time.time() - 7200, tid) for tid in old],
+            )
+        async with SQLiteLedger(db, max_age=3600, max_records=4):
+            kept = rows(db)
+        assert not set(old) & kept.keys()  # too old
+        assert set(new[-4:]) <= kept.keys() and not set(new[:-4]) & kept.keys()  # too many
+        assert kept[live]["state"] == "streaming"  # live transfers are never pruned
+
+
+async def test_periodic_maintenance_prunes_without_reopening(tmp_path: Path) -> None:
+    db = tmp_path / "l.db"
+    async with SQLiteLedger(db, max_records=2, maintenance_interval=0.05) as ledger:
+        ids = await _finished(ledger, 6, "/x")
+        await wait_until(lambda: len(rows(db)) <= 2)
+        assert set(rows(db)) == set(ids[-2:])
+
+
+async def test_kill_9_keeps_completed_and_interrupts_the_rest(
+    tmp_path: Path, victim: Victim
+) -> None:
+    db = tmp_path / "l.db"
+    proc, ids = victim("sqlite", str(db))
+    # A second worker on the same file must not take the live worker's streams for dead.
+    async with SQLiteLedger(db, maintenance_interval=0.05) as neighbour:
+        for tid in ids["live"]:
+            assert (await neighbour.get(tid)).state == "streaming"
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait(5)
+        # ...but notices the death at its next maintenance run, without reopening
+        deadline = time.monotonic() + 5
+        while (await neighbour.get(ids["live"][0])).state == "streaming":
+            assert time.monotonic() < deadline, "the dead worker's stream stayed streaming"
+            await asyncio.sleep(0.02)
+    async with SQLiteLedger(db) as reopened:
+        done = await reopened.get(ids["done"])
+        assert done.state == "completed" and done.digest == digest_of(b"the completed body")
+        assert done.bytes_sent == len(b"the completed body")
+        for tid in ids["live"]:
+            rec = await reopened.get(tid)
+            assert rec.state == "interrupted" and rec.bytes_sent == 300
+            assert rec.ended_at is not None and rec.ended_at >= rec.started_at
+
+
+async def test_kill_9_is_detected_on_next_open(tmp_path: Path, victim: Victim) -> None:
+    db = tmp_path / "l.db"
+    proc, ids = victim("sqlite", str(db))
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait(5)
+    async with SQLiteLedger(db) as reopened:
+        assert (await reopened.get(ids["done"])).state == "completed"
+        assert {(await reopened.get(t)).state for t in ids["live"]} == {"interrupted"}
+
+
+async def test_a_stalled_owner_is_retired_and_comes_back(tmp_path: Path) -> None:
+    db = tmp_path / "l.db"
+    async with SQLiteLedger(db, heartbeat_interval=0.05, stale_after=1.0) as stalled:
+        tid = await stalled.begin("GET", "/stuck")
+        await stalled.flush()
+        with raw(db) as conn:  # as if its heartbeat had stopped long ago
+            conn.execute("UPDATE owners SET heartbeat_at = 0")
+        async with SQLiteLedger(db) as other:
+            assert (await other.get(tid)).state == "interrupted"
+        with pytest.raises(InvalidTransition):
+            await stalled.finish(tid, "completed", 0)
+        deadline = time.monotonic() + 5
+        while True:  # its next heartbeat registers it again, for its new transfers
+            with raw(db) as conn:
+                owners = [r[0] for r in conn.execute("SELECT id FROM owners")]
+            if stalled.owner_id in owners:
+                break
+            assert time.monotonic() < deadline
+            await asyncio.sleep(0.02)
+
+
+async def test_a_locked_store_fails_finish_cleanly_and_a_retry_works(tmp_path: Path) -> None:
+    db = tmp_path / "l.db"
+    async with SQLiteLedger(db, busy_timeout=0.05) as ledger:
+        tid = await ledger.begin("GET", "/locked")
+        blocker = raw(db)
+        blocker.execute("BEGIN IMMEDIATE")  # another process holds the write lock
+        try:
+            with pytest.raises(LedgerError, match="locked"):
+                await ledger.finish(tid, "completed", 3)
+        finally:
+            blocker.execute("ROLLBACK")
+            blocker.close()
+        await ledger.finish(tid, "completed", 3)
+        assert rows(db)[tid]["state"] == "completed"
+
+
+async def test_open_errors(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="no such directory"):
+        await SQLiteLedger(tmp_path / "missing" / "l.db").open()
+    db = tmp_path / "future.db"
+    with raw(db) as conn:
+        conn.execute("PRAGMA user_version = 99")
+    with pytest.raises(LedgerError, match="newer"):
+        await SQLiteLedger(db).open()
+    (tmp_path / "junk.db").write_bytes(b"this is not a database" * 100)
+    with pytest.raises(LedgerError):
+        await SQLiteLedger(tmp_path / "junk.db").open()
+
+
+@pytest.mark.parametrize(
+    "options",
+    [
+        {"max_age": -1},
+        {"max_records": 0},
+        {"max_records": True},
+        {"heartbeat_interval": 0},
+        {"heartbeat_interval": 10, "stale_after": 5},
+        {"synchronous": "OFF"},
+        {"begin_delay": float("nan")},
+    ],
+)
+def test_bad_options(tmp_path: Path, options: dict[str, Any]) -> None:
+    with pytest.raises(ConfigError):
+        SQLiteLedger(tmp_path / "l.db", **options)
+
+
+def test_ledger_from_url(tmp_path: Path) -> None:
+    assert isinstance(ledger_from_url(f"sqlite://{tmp_path}/a.db"), SQLiteLedger)
+    assert ledger_from_url(f"sqlite://{tmp_path}/a.db").path == tmp_path / "a.db"  # type: ignore[attr-defined]
+    assert ledger_from_url("sqlite:rel.db").path == Path("rel.db")  # type: ignore[attr-defined]
+    assert isinstance(ledger_from_url(str(tmp_path / "b.db")), SQLiteLedger)
+    assert isinstance(ledger_from_url("redis://127.0.0.1:1/0"), RedisLedger)
+    for bad in ("sqlite://relative.db", "sqlite:", "postgres://x/y"):
+        with pytest.raises(ConfigError):
+            ledger_from_url(bad)
