@@ -70,11 +70,24 @@ class StreamApp:
         )
         block = b"x" * self.chunk
         left = self.size
-        while left > 0:
-            piece = block[: min(self.chunk, left)]
-            left -= len(piece)
-            await send({"type": "http.response.body", "body": piece, "more_body": left > 0})
-            self.produced += len(piece)
+        gone = asyncio.Event()
+
+        async def listen() -> None:
+            # uvicorn's send() returns quietly after a disconnect: watch receive()
+            # so an endless body stops when its client leaves.
+            while (await receive())["type"] != "http.disconnect":
+                pass
+            gone.set()
+
+        listener = asyncio.create_task(listen())
+        try:
+            while left > 0 and not gone.is_set():
+                piece = block[: min(self.chunk, left)]
+                left -= len(piece)
+                await send({"type": "http.response.body", "body": piece, "more_body": left > 0})
+                self.produced += len(piece)
+        finally:
+            listener.cancel()
 
 
 @dataclass

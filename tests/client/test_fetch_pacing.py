@@ -57,11 +57,11 @@ async def test_pause_stops_server_side_production(server) -> None:
     url = server(app)
     counters = FetchCounters()
     seen: dict[str, tuple[int, int]] = {}
+    body_started = asyncio.Event()
 
     async def watch() -> None:
         # The pause runs from 0.5 s to 3.5 s after the headers; look inside it.
-        while counters.headers_at is None:
-            await asyncio.sleep(0.01)
+        await body_started.wait()
         await asyncio.sleep(1.3)
         seen["early"] = (app.produced, counters.socket_bytes)
         await asyncio.sleep(1.8)
@@ -75,6 +75,7 @@ async def test_pause_stops_server_side_production(server) -> None:
         schedule="0.5s:pause=3s,3.5s:rate=unlimited",
         counters=counters,
         timeout=10,
+        on_progress=lambda _: body_started.set(),
     )
     await watcher
     assert result.complete and result.bytes_received == size

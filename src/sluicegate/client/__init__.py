@@ -1,4 +1,4 @@
-"""Client tools that behave like real slow readers: :func:`fetch` and :func:`swarm`.
+"""Clients that behave like real slow readers: :func:`fetch` and :func:`swarm`.
 
 ::
 
@@ -13,18 +13,24 @@ from __future__ import annotations
 from sluicegate.client.fetch import ExitCode, FetchCounters, FetchResult, fetch
 from sluicegate.client.ratelimit import TokenBucket
 from sluicegate.client.schedule import Event, Schedule, parse_schedule
+from sluicegate.client.swarm import ClassStats, MixEntry, SwarmResult, parse_mix, swarm
 from sluicegate.client.units import parse_duration, parse_rate, parse_size
 
 __all__ = [
+    "ClassStats",
     "Event",
     "ExitCode",
     "FetchCounters",
     "FetchResult",
+    "MixEntry",
     "Schedule",
+    "SwarmResult",
     "TokenBucket",
     "fetch",
     "parse_duration",
+    "parse_mix",
     "parse_rate",
     "parse_schedule",
     "parse_size",
+    "swarm",
 ]

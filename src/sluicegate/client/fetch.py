@@ -18,6 +18,7 @@ that httpx and browsers drop::
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import json
 import math
@@ -216,8 +217,19 @@ def _check_output(output: Path) -> None:
     parent = output.parent
     if not parent.is_dir():
         raise ConfigError(f"bad output {str(output)!r}: directory {str(parent)!r} does not exist")
-    if not os.access(parent, os.W_OK | os.X_OK):
-        raise ConfigError(f"bad output {str(output)!r}: directory {str(parent)!r} is not writable")
+    # Open the part for appending (never truncating a part we may resume): the only
+    # reliable test of writability (permissions, read-only mounts, root).
+    part = output.with_name(output.name + ".part")
+    existed = part.exists()
+    try:
+        with part.open("ab"):
+            pass
+    except OSError as exc:
+        raise ConfigError(
+            f"bad output {str(output)!r}: cannot write {str(part)!r} ({exc.strerror or exc})"
+        ) from None
+    if not existed:
+        part.unlink()
 
 
 def _build_schedule(
@@ -263,10 +275,8 @@ def _set_mss(sock: socket.socket, mss: int) -> None:
     # Loopback's 64 KiB MSS makes the server's send buffer autotune to megabytes
     # (it scales with MSS x congestion window); announcing an Ethernet-sized MSS
     # in our SYN keeps it near what a real network path would give.
-    try:
+    with contextlib.suppress(OSError, AttributeError):  # not every platform allows it
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_MAXSEG, mss)
-    except (OSError, AttributeError):  # not every platform lets a client set it
-        pass
 
 
 class _Connection:
@@ -431,6 +441,10 @@ class _Connection:
             counters.socket_bytes += len(data)
             counters.reads += 1
             self.conn.receive_data(data)
+            if self.bucket.rate is None:
+                # sock_recv returns without suspending when data is ready, so an
+                # unpaced reader on a fast link would never let other tasks run.
+                await asyncio.sleep(0)
             return
 
 
