@@ -1,0 +1,252 @@
+"""What the transfer ledger costs per transfer, and what that adds to a small response.
+
+Run ``python benchmarks/bench_ledger.py`` (``--help`` for options). It measures, for the
+SQLite backend and (when ``redis-server`` is on PATH, or ``--redis-url`` is given) the
+Redis backend:
+
+* ``sequential``: one transfer at a time, ``begin`` + ``finish``, each awaited: the
+  latency a single stream sees;
+* ``concurrent``: 100 transfers in flight at a time: the cost per transfer under load,
+  where the SQLite writer commits many finishes in one transaction.
+
+Then it serves a 1 KiB streamed response from uvicorn (in a subprocess, so client and
+server do not share a GIL) with and without the ledger around it, and prints the
+difference per request: the figure the "ledger adds at most 10 %" target is about.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import AsyncIterator, Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+from sluicegate.ledger import Ledger, SQLiteLedger, digest_of
+
+SMALL = b"x" * 1024
+SMALL_DIGEST = digest_of(SMALL)
+
+
+async def _sequential(ledger: Ledger, n: int) -> float:
+    start = time.perf_counter()
+    for _ in range(n):
+        tid = await ledger.begin("GET", "/small", size=len(SMALL))
+        await ledger.finish(tid, "completed", len(SMALL), digest=SMALL_DIGEST)
+    return (time.perf_counter() - start) / n * 1e6
+
+
+async def _concurrent(ledger: Ledger, n: int, width: int = 100) -> float:
+    async def one() -> None:
+        tid = await ledger.begin("GET", "/small", size=len(SMALL))
+        await asyncio.sleep(0)  # the body goes out here
+        await ledger.finish(tid, "completed", len(SMALL), digest=SMALL_DIGEST)
+
+    start = time.perf_counter()
+    for _ in range(n // width):
+        await asyncio.gather(*(one() for _ in range(width)))
+    return (time.perf_counter() - start) / (n // width * width) * 1e6
+
+
+async def measure(make: Callable[[], Ledger], n: int) -> dict[str, float]:
+    """Microseconds per transfer for ``n`` sequential and ``n`` concurrent transfers."""
+    async with make() as ledger:
+        await _sequential(ledger, min(n, 500))  # warm up: schema, caches, pool
+        return {
+            "sequential_us": await _sequential(ledger, n),
+            "concurrent_us": await _concurrent(ledger, n),
+        }
+
+
+@contextlib.contextmanager
+def redis_server() -> Iterator[str | None]:
+    """A throwaway redis-server on a free port, or None if there is none to start."""
+    exe = shutil.which("redis-server")
+    if exe is None:
+        yield None
+        return
+    port = _free_port()
+    with tempfile.TemporaryDirectory() as workdir:
+        proc = subprocess.Popen(
+            [
+                exe,
+                *("--port", str(port), "--bind", "127.0.0.1", "--dir", workdir),
+                *("--save", "", "--appendonly", "no"),
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        try:
+            _wait_for_port(port)
+            yield f"redis://127.0.0.1:{port}/0"
+        finally:
+            proc.terminate()
+            proc.wait(10)
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _wait_for_port(port: int, timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 0.2):
+            return
+        time.sleep(0.02)
+    raise RuntimeError(f"nothing listens on port {port}")
+
+
+# -- the end-to-end comparison ---------------------------------------------------------
+
+
+def make_app(ledger: Ledger) -> Any:
+    """Two endpoints streaming the same 1 KiB in two chunks; one records it in the ledger."""
+    from starlette.applications import Starlette
+    from starlette.routing import Route
+    from starlette.types import Receive, Scope, Send
+
+    async def stream(send: Send, on_chunk: Callable[[int], Any] | None = None) -> int:
+        sent = 0
+        for part in (SMALL[:512], SMALL[512:]):
+            await send({"type": "http.response.body", "body": part, "more_body": True})
+            sent += len(part)
+            if on_chunk is not None:
+                await on_chunk(sent)
+        await send({"type": "http.response.body", "body": b"", "more_body": False})
+        return sent
+
+    async def plain(scope: Scope, receive: Receive, send: Send) -> None:
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await stream(send)
+
+    async def ledgered(scope: Scope, receive: Receive, send: Send) -> None:
+        tid = await ledger.begin("GET", scope["path"], size=len(SMALL))
+        headers = [(b"sluicegate-transfer", tid.encode())]
+        await send({"type": "http.response.start", "status": 200, "headers": headers})
+        sent = await stream(send, lambda n: ledger.progress(tid, n))
+        await ledger.finish(tid, "completed", sent, digest=SMALL_DIGEST)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Any) -> AsyncIterator[None]:
+        async with ledger:
+            yield
+
+    class Endpoint:  # a class, so that Starlette treats it as a raw ASGI app
+        def __init__(self, app: Callable[[Scope, Receive, Send], Any]) -> None:
+            self.app = app
+
+        async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+            await self.app(scope, receive, send)
+
+    return Starlette(
+        routes=[Route("/plain", Endpoint(plain)), Route("/ledgered", Endpoint(ledgered))],
+        lifespan=lifespan,
+    )
+
+
+def _serve(db: str, port: int) -> None:
+    import uvicorn
+
+    app = make_app(SQLiteLedger(db))
+    uvicorn.run(app, host="127.0.0.1", port=port, log_level="warning", access_log=False)
+
+
+def http_overhead(n: int) -> dict[str, float]:
+    """Microseconds per request for /plain and /ledgered on uvicorn, keep-alive, in turns."""
+    import httpx
+
+    port = _free_port()
+    with tempfile.TemporaryDirectory() as tmp:
+        server = subprocess.Popen(
+            [sys.executable, __file__, "--serve", str(Path(tmp) / "bench.db"), str(port)]
+        )
+        try:
+            _wait_for_port(port)
+            totals = {"plain": 0.0, "ledgered": 0.0}
+            with httpx.Client(base_url=f"http://127.0.0.1:{port}") as client:
+                for path in ("plain", "ledgered"):  # warm up
+                    for _ in range(200):
+                        client.get(f"/{path}").raise_for_status()
+                rounds = 10  # alternate, so that drift in machine load hits both alike
+                for _ in range(rounds):
+                    for path in totals:
+                        start = time.perf_counter()
+                        for _ in range(n // rounds):
+                            client.get(f"/{path}").raise_for_status()
+                        totals[path] += time.perf_counter() - start
+        finally:
+            server.terminate()
+            server.wait(10)
+    per = {path: total / (n // rounds * rounds) * 1e6 for path, total in totals.items()}
+    per["added_us"] = per["ledgered"] - per["plain"]
+    per["added_percent"] = per["added_us"] / per["plain"] * 100
+    return per
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("-n", type=int, default=10_000, help="transfers per measurement")
+    parser.add_argument("--requests", type=int, default=2_000, help="HTTP requests per path")
+    parser.add_argument("--redis-url", help="use this Redis instead of starting one")
+    parser.add_argument("--no-http", action="store_true", help="skip the uvicorn comparison")
+    parser.add_argument("--json", action="store_true", help="print one JSON object")
+    parser.add_argument("--serve", nargs=2, metavar=("DB", "PORT"), help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.serve:
+        _serve(args.serve[0], int(args.serve[1]))
+        return 0
+
+    results: dict[str, Any] = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        db = Path(tmp) / "bench.db"
+        results["sqlite"] = asyncio.run(measure(lambda: SQLiteLedger(db), args.n))
+    with contextlib.ExitStack() as stack:
+        url = args.redis_url or stack.enter_context(redis_server())
+        if url is None:
+            results["redis"] = None
+        else:
+            from sluicegate.ledger.redis import RedisLedger
+
+            prefix = f"bench:{time.time_ns()}:"
+            results["redis"] = asyncio.run(
+                measure(lambda: RedisLedger(url, prefix=prefix, max_age=600), args.n)
+            )
+    if not args.no_http:
+        results["http"] = http_overhead(args.requests)
+
+    if args.json:
+        print(json.dumps(results, indent=2))
+        return 0
+    print(f"ledger cost per transfer (begin + finish), n={args.n}")
+    for backend in ("sqlite", "redis"):
+        row = results[backend]
+        if row is None:
+            print(f"  {backend:7} skipped: redis-server not on PATH (or pass --redis-url)")
+        else:
+            print(
+                f"  {backend:7} sequential {row['sequential_us']:8.1f} µs"
+                f"   concurrent(100) {row['concurrent_us']:8.1f} µs"
+            )
+    if "http" in results:
+        h = results["http"]
+        print(f"1 KiB streamed response on uvicorn, {args.requests} requests per path")
+        print(
+            f"  plain {h['plain']:8.1f} µs   with SQLite ledger {h['ledgered']:8.1f} µs"
+            f"   added {h['added_us']:+.1f} µs ({h['added_percent']:+.1f} %)"
+        )
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
