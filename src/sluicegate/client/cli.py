@@ -267,8 +267,8 @@ def _print_swarm(result: SwarmResult) -> None:
         "errored",
         "interrupted",
         "bytes",
-        "ttfb p50 ms",
-        "ttfb p99 ms",
+        "ttfb p50",
+        "ttfb p99",
     ):
         table.add_column(name, justify="left" if name == "class" else "right")
     for c in result.classes:
