@@ -77,7 +77,7 @@ async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
                 return
     path = scope["path"]
     if path == "/block":
-        time.sleep(_arg(scope, "ms", 200) / 1000)
+        time.sleep(_arg(scope, "ms", 200) / 1000)  # noqa: ASYNC251 - blocking is the point
     elif path == "/big":
         chunks = _arg(scope, "mib", 8) * 16
         await send(

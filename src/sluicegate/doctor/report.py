@@ -95,7 +95,8 @@ def _lines(trace: Trace) -> dict[str, list[tuple[str, Getter, str]]]:
         "cpu": [("", lambda s: None if s.cpu is None else s.cpu * 100.0, "solid")],
         "memory": [("", mib(lambda s: s.rss), "solid")],
         "loop": [("", lambda s: s.loop_delay_ms, "solid")],
-        "gc": [("", lambda s: s.gc_total_ms or None, "solid")],
+        # zeros drawn too: GC pauses are rare spikes, and a line between two would lie
+        "gc": [("", lambda s: s.gc_total_ms, "solid")],
         "tasks": [
             (" tasks", lambda s: None if s.tasks is None else float(s.tasks), "solid"),
             (" threads", lambda s: None if s.threads is None else float(s.threads), "dot"),
@@ -120,7 +121,18 @@ def figure(trace: Trace, diagnosis: Diagnosis) -> dict[str, Any]:
     t0 = trace.start
     groups = trace.by_pid()
     lines = _lines(trace)
-    charts = [c for c in CHARTS if c in lines]
+    # Series first: a chart with nothing to draw (no GC at all, no loop) is left out.
+    series = {
+        chart: [
+            (pid, suffix, dash, _series(samples, t0, get))
+            for pid, samples in groups.items()
+            for suffix, get, dash in lines[chart]
+        ]
+        for chart in lines
+    }
+    charts = [c for c in CHARTS if c in series and any(xy[0] for *_, xy in series[c])]
+    if not charts:
+        return {"data": [], "layout": {}}
     flagged = diagnosis.flagged_charts
     gap = 0.025
     height = (1.0 - gap * (len(charts) - 1)) / len(charts)
@@ -167,12 +179,10 @@ def figure(trace: Trace, diagnosis: Diagnosis) -> dict[str, Any]:
                     "line": {"width": 1, "color": "rgba(192,57,43,0.5)"}, "layer": "below",
                 }
             )  # fmt: skip
-        for n, (pid, samples) in enumerate(groups.items()):
-            colour = _PALETTE[n % len(_PALETTE)]
-            for suffix, get, dash in lines[chart]:
-                xs, ys = _series(samples, t0, get)
-                if not xs:
-                    continue
+        colours = {pid: _PALETTE[n % len(_PALETTE)] for n, pid in enumerate(groups)}
+        for pid, suffix, dash, (xs, ys) in series[chart]:
+            colour = colours[pid]
+            if xs:
                 data.append(
                     {
                         "type": "scatter",

@@ -1,0 +1,108 @@
+"""Orchestration and the CLI on bad input: one clear line, non-zero exit, and whatever
+was sampled is still written."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import psutil
+import pytest
+from click.testing import CliRunner
+
+from sluicegate.doctor.cli import doctor_command, parse_duration
+from sluicegate.doctor.run import DoctorConfig, fill_port, listening_port, run_doctor
+
+HERE = Path(__file__).parent
+SERVER = [
+    sys.executable, "-m", "uvicorn", "--app-dir", str(HERE), "doctor_app:app",
+    "--port", "0", "--log-level", "warning",
+]  # fmt: skip
+
+
+def doctor(tmp_path: Path, *args: str) -> tuple[int, str, Path]:
+    out = tmp_path / "report.html"
+    result = CliRunner().invoke(
+        doctor_command, ["-o", str(out), "--grace", "3s", *args], catch_exceptions=False
+    )
+    return result.exit_code, result.output, out
+
+
+def one_error_line(output: str) -> str:
+    errors = [line for line in output.splitlines() if line.startswith("Error: ")]
+    assert len(errors) == 1, output
+    assert "Traceback" not in output
+    return errors[0]
+
+
+@pytest.mark.parametrize(
+    ("text", "seconds"), [("10ms", 0.01), ("1.5s", 1.5), ("2m", 120.0), ("3", 3.0), (".5s", 0.5)]
+)
+def test_parse_duration(text: str, seconds: float) -> None:
+    assert parse_duration(text) == pytest.approx(seconds)
+
+
+def test_parse_duration_rejects_garbage() -> None:
+    with pytest.raises(ValueError, match="not a duration"):
+        parse_duration("soon")
+
+
+def test_fill_port() -> None:
+    assert fill_port("curl localhost:{port}/x?p={port}", 81) == "curl localhost:81/x?p=81"
+
+
+def test_bad_option_is_a_usage_error(tmp_path: Path) -> None:
+    code, output, _ = doctor(tmp_path, "--interval", "fast", "--", "python")
+    assert code == 2 and "not a duration" in output
+
+
+def test_server_that_exits_early(tmp_path: Path) -> None:
+    code, output, out = doctor(
+        tmp_path, "--", sys.executable, "-c", "import time, sys; time.sleep(0.3); sys.exit(3)"
+    )
+    assert code == 1
+    assert one_error_line(output) == "Error: the server exited with code 3 before it opened a port"
+    report = json.loads(out.with_suffix(".json").read_text())
+    assert report["samples"] and report["samples"][0]["pid"] == report["server_pid"]
+    assert out.read_text().startswith("<!doctype html>")
+
+
+def test_server_that_never_listens(tmp_path: Path) -> None:
+    code, output, out = doctor(
+        tmp_path, "--port-timeout", "1s", "--",
+        sys.executable, "-c", "import time; time.sleep(60)",
+    )  # fmt: skip
+    assert code == 1
+    assert "opened no port within 1 s (see --port-timeout)" in one_error_line(output)
+    pid = json.loads(out.with_suffix(".json").read_text())["server_pid"]
+    assert not psutil.pid_exists(pid) or psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+
+
+def test_missing_server_command(tmp_path: Path) -> None:
+    code, output, out = doctor(tmp_path, "--", str(tmp_path / "no-such-server"))
+    assert code == 1
+    assert "cannot start the server command" in one_error_line(output)
+    assert out.exists()
+
+
+def test_failing_on_port_command(tmp_path: Path) -> None:
+    code, output, out = doctor(
+        tmp_path, "--idle", "0.2s", "--on-port", "echo port=$PORT; exit 7", "--", *SERVER
+    )
+    assert code == 1
+    assert one_error_line(output) == "Error: the --on-port command exited with code 7"
+    report = json.loads(out.with_suffix(".json").read_text())
+    assert {s["pid"] for s in report["samples"]} == {report["server_pid"]}
+    kinds = [e["kind"] for e in report["events"]]
+    assert kinds[:3] == ["server-start", "port-open", "load-start"]
+    assert "load-end" in kinds and kinds[-1] == "server-exit"
+
+
+def test_duration_without_load_and_without_probe(tmp_path: Path) -> None:
+    result = run_doctor(DoctorConfig(command=SERVER, duration=1.0, probe=False, grace=3))
+    assert result.problem is None
+    assert result.trace.port is not None and result.trace.samples == []
+    assert result.server_exit == 0  # uvicorn stopped gracefully on SIGINT
+    assert result.pids_killed == []
+    assert listening_port(result.trace.server_pid or 0) is None
