@@ -88,3 +88,11 @@ def test_terminal_summary_lists_findings() -> None:
     print_summary(trace, analyze(trace), Console(file=out, width=120))
     text = out.getvalue()
     assert "event-loop-blocked" in text and "pids 11, 12" in text
+
+
+def test_evidence_units() -> None:
+    from sluicegate.doctor.report import _evidence_value
+
+    assert _evidence_value("send_queue_peak", 3 * MiB) == "3.0 MiB"
+    assert _evidence_value("sockets_with_queue", 30) == "30"
+    assert _evidence_value("median_ms", 1.5) == "1.5"

@@ -4,7 +4,10 @@ was sampled is still written."""
 from __future__ import annotations
 
 import json
+import signal
+import subprocess
 import sys
+import time
 from pathlib import Path
 
 import psutil
@@ -106,3 +109,27 @@ def test_duration_without_load_and_without_probe(tmp_path: Path) -> None:
     assert result.server_exit == 0  # uvicorn stopped gracefully on SIGINT
     assert result.pids_killed == []
     assert listening_port(result.trace.server_pid or 0) is None
+
+
+def test_ctrl_c_ends_a_session_without_load_command(tmp_path: Path) -> None:
+    out = tmp_path / "r.html"
+    doctor_proc = subprocess.Popen(
+        [sys.executable, "-m", "sluicegate", "doctor", "-o", str(out), "--", *SERVER],
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert doctor_proc.stderr is not None
+        line = doctor_proc.stderr.readline()  # blocks until the server listens
+        assert "port-open" in line
+        time.sleep(0.5)
+        doctor_proc.send_signal(signal.SIGINT)
+        rest = doctor_proc.communicate(timeout=20)[1]
+    finally:
+        if doctor_proc.poll() is None:
+            doctor_proc.kill()
+            doctor_proc.wait()
+    assert doctor_proc.returncode == 0, rest
+    report = json.loads(out.with_suffix(".json").read_text())
+    assert report["samples"] and "interrupted" in [e["kind"] for e in report["events"]]
+    assert not psutil.pid_exists(report["server_pid"])

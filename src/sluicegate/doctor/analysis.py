@@ -334,14 +334,13 @@ def _check_gc(pid: int, samples: list[Sample], th: Thresholds) -> Finding | None
     if not timed:
         return None
     # Sliding one-second window over the pauses, as Clinic does.
-    worst_sum, worst_at, left, running = 0.0, 0.0, 0, 0.0
+    worst_sum, left, running = 0.0, 0, 0.0
     for t, ms, _ in timed:
         running += ms
         while timed[left][0] <= t - 1.0:
             running -= timed[left][1]
             left += 1
-        if running > worst_sum:
-            worst_sum, worst_at = running, t
+        worst_sum = max(worst_sum, running)
     if worst_sum < th.gc_ms_per_second:
         return None
     per_gen = [sum(s.gc_ms[g] for _, _, s in timed) for g in range(3)]
@@ -363,7 +362,6 @@ def _check_gc(pid: int, samples: list[Sample], th: Thresholds) -> Finding | None
         ),
         evidence={
             "worst_second_ms": round(worst_sum, 2),
-            "worst_second_at": round(worst_at, 3),
             "longest_pause_ms": round(longest, 2),
             "gen0_ms": round(per_gen[0], 2),
             "gen1_ms": round(per_gen[1], 2),

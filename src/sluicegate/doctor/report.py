@@ -239,13 +239,18 @@ def figure(trace: Trace, diagnosis: Diagnosis) -> dict[str, Any]:
     return {"data": data, "layout": layout}
 
 
+#: Evidence values that are byte counts, shown in MiB.
+_BYTE_KEYS = frozenset(
+    {
+        "rss_before", "rss_peak", "rise_bytes", "rise_with_slow_readers",
+        "sluicegate_buffered_peak", "send_queue_peak", "largest_queue", "tcp_mem_peak",
+        "rss_at_peak", "rss_idle_before", "rss_idle_after",
+    }
+)  # fmt: skip
+
+
 def _evidence_value(key: str, value: float | int | str) -> str:
-    if isinstance(value, int) and (
-        "rss" in key
-        or "bytes" in key
-        or "queue" in key
-        or key.endswith(("_peak", "_buffered_peak"))
-    ):
+    if key in _BYTE_KEYS and isinstance(value, int | float):
         return f"{value / MiB:.1f} MiB"
     return str(value)
 

@@ -188,8 +188,10 @@ def run_doctor(
         if result.problem is None and trace.port is not None:
             load, result.problem = _apply_load(server, config, trace, clock, started, result)
     except KeyboardInterrupt:
-        result.problem = "interrupted"
         clock.mark("interrupted")
+        # Without a load command, Ctrl-C is how a sampling session ends.
+        if config.on_port is not None or trace.port is None:
+            result.problem = "interrupted"
     finally:
         if load is not None and load.poll() is None:
             code, _ = _stop(load, signal.SIGTERM, 2.0)
