@@ -56,16 +56,17 @@ async def test_pause_stops_server_side_production(server) -> None:
     app = StreamApp(size=size)
     url = server(app)
     counters = FetchCounters()
-    seen: dict[str, tuple[int, int]] = {}
+    seen: dict[str, tuple[int, int, bool]] = {}
     body_started = asyncio.Event()
 
     async def watch() -> None:
-        # The pause runs from 0.5 s to 3.5 s after the headers; look inside it.
+        # The pause runs from 0.5 s to 3.5 s after the headers; look inside it,
+        # recording whether the client was indeed paused at that instant.
         await body_started.wait()
-        await asyncio.sleep(1.3)
-        seen["early"] = (app.produced, counters.socket_bytes)
-        await asyncio.sleep(1.8)
-        seen["late"] = (app.produced, counters.socket_bytes)
+        await asyncio.sleep(1.5)
+        seen["early"] = (app.produced, counters.socket_bytes, counters.paused)
+        await asyncio.sleep(1.6)
+        seen["late"] = (app.produced, counters.socket_bytes, counters.paused)
 
     watcher = asyncio.create_task(watch())
     # Paced, paused, then unlimited so the rest arrives quickly.
@@ -80,8 +81,9 @@ async def test_pause_stops_server_side_production(server) -> None:
     await watcher
     assert result.complete and result.bytes_received == size
     assert counters.paused_seconds >= 2.9
-    produced_early, read_early = seen["early"]
-    produced_late, read_late = seen["late"]
+    produced_early, read_early, paused_early = seen["early"]
+    produced_late, read_late, paused_late = seen["late"]
+    assert paused_early and paused_late, "samples fell outside the pause (machine too busy)"
     # While paused we read nothing, so the server's send() stayed blocked.
     assert read_late == read_early
     assert produced_late == produced_early
