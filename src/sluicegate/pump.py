@@ -25,7 +25,7 @@ from typing import Final
 
 from sluicegate.channel import Bytes, Channel
 from sluicegate.metrics import REGISTRY, StreamMetrics
-from sluicegate.sources import Source
+from sluicegate.sources import ChannelSource, Source
 
 #: The most bytes put in one ``http.response.body`` message.
 MAX_MESSAGE: Final = 64 * 1024
@@ -44,7 +44,8 @@ class Producer:
 
     def start(self) -> None:
         """Start producing; idempotent."""
-        if self.task is None:
+        if self.task is None and not isinstance(self.source, ChannelSource):
+            # A channel's producer runs on its own and closes it when done.
             self.task = asyncio.create_task(self._run(), name="sluicegate-producer")
 
     async def _run(self) -> None:
@@ -64,18 +65,24 @@ class Producer:
             try:
                 await self.source.aclose()
             finally:
-                self.metrics.bytes_produced = channel.bytes_in
-                self.metrics.drops = channel.drops
-                self.metrics.dropped_bytes = channel.dropped_bytes
-                REGISTRY.producer_stopped(self.metrics)
+                self._stopped()
+
+    def _stopped(self) -> None:
+        channel, metrics = self.channel, self.metrics
+        metrics.bytes_produced = channel.bytes_in
+        metrics.drops = channel.drops
+        metrics.dropped_bytes = channel.dropped_bytes
+        REGISTRY.producer_stopped(metrics)
 
     async def stop(self) -> None:
         """Cancel the producer and wait until the source is closed."""
         task = self.task
         if task is None:
             self.channel.close()
-            await self.source.aclose()
-            REGISTRY.producer_stopped(self.metrics)
+            try:
+                await self.source.aclose()
+            finally:
+                self._stopped()
             return
         if not task.done():
             task.cancel()

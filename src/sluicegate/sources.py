@@ -19,6 +19,7 @@ it finished, failed or was cancelled because the client left.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import inspect
 import io
 import os
@@ -144,8 +145,9 @@ class SyncIterSource:
         batch = self._batch
         if batch is not None and not batch.done():
             # The worker may be inside next(); a generator cannot be closed while it
-            # runs, so let that one item finish first.
-            await asyncio.wrap_future(batch)
+            # runs, so let that one item finish first. Its outcome no longer matters.
+            with contextlib.suppress(Exception):
+                await asyncio.wrap_future(batch)
         close = getattr(self._iterator or self._iterable, "close", None)
         if close is not None:
             await asyncio.get_running_loop().run_in_executor(None, close)
