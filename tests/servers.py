@@ -1,0 +1,89 @@
+"""Real servers on 127.0.0.1 for tests whose behaviour depends on sockets."""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import socket
+import struct
+import termios
+import threading
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import uvicorn
+
+
+@contextlib.contextmanager
+def running(app: Any, *, http: str = "httptools", loop: str = "asyncio") -> Iterator[int]:
+    """Run ``app`` on uvicorn in a thread of this process; yield its port."""
+    config = uvicorn.Config(
+        app,
+        host="127.0.0.1",
+        port=0,
+        http=http,
+        loop=loop,
+        lifespan="off",
+        log_level="warning",
+        access_log=False,
+    )
+    server = uvicorn.Server(config)
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 10
+    while not server.started:
+        if not thread.is_alive() or time.monotonic() > deadline:
+            raise RuntimeError("uvicorn did not start")
+        time.sleep(0.01)
+    port = server.servers[0].sockets[0].getsockname()[1]
+    try:
+        yield port
+    finally:
+        server.should_exit = True
+        thread.join(10)
+
+
+def unsent_bytes(sock_fd: int) -> int:
+    """Bytes in a socket's kernel send queue (SIOCOUTQ)."""
+    buf = fcntl.ioctl(sock_fd, termios.TIOCOUTQ, b"\0\0\0\0")
+    return int(struct.unpack("i", buf)[0])
+
+
+def unread_bytes(sock: socket.socket) -> int:
+    """Bytes in a socket's kernel receive queue (FIONREAD)."""
+    buf = fcntl.ioctl(sock.fileno(), termios.FIONREAD, b"\0\0\0\0")
+    return int(struct.unpack("i", buf)[0])
+
+
+def server_side_fd(client: socket.socket) -> int:
+    """The fd of the accepted socket that talks to ``client``, in this process."""
+    import psutil
+
+    local = client.getsockname()
+    for conn in psutil.Process().net_connections(kind="tcp"):
+        if conn.raddr and tuple(conn.raddr) == local and conn.fd != -1:
+            return int(conn.fd)
+    raise LookupError("no server-side socket for this client")
+
+
+def request(port: int, path: str, *, rcvbuf: int | None = None) -> socket.socket:
+    """Open a connection and send a GET; a small ``rcvbuf`` makes a slow reader real."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    if rcvbuf is not None:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
+    sock.connect(("127.0.0.1", port))
+    sock.sendall(f"GET {path} HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n".encode())
+    return sock
+
+
+def read_headers(sock: socket.socket) -> tuple[bytes, bytes]:
+    """Read up to the end of the headers; return (head, the body bytes read past it)."""
+    data = b""
+    while b"\r\n\r\n" not in data:
+        more = sock.recv(4096)
+        if not more:
+            raise ConnectionError("closed before the headers ended")
+        data += more
+    head, _, rest = data.partition(b"\r\n\r\n")
+    return head, rest
