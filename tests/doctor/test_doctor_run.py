@@ -133,3 +133,18 @@ def test_ctrl_c_ends_a_session_without_load_command(tmp_path: Path) -> None:
     report = json.loads(out.with_suffix(".json").read_text())
     assert report["samples"] and "interrupted" in [e["kind"] for e in report["events"]]
     assert not psutil.pid_exists(report["server_pid"])
+
+
+def test_every_worker_process_is_sampled(tmp_path: Path) -> None:
+    client = f"{sys.executable} {HERE / 'load_client.py'}"
+    code, output, out = doctor(
+        tmp_path, "--idle", "0.3s", "--on-port", f"{client} {{port}} / 20",
+        "--", *SERVER, "--workers", "2",
+    )  # fmt: skip
+    assert code == 0, output
+    trace = json.loads(out.with_suffix(".json").read_text())
+    server = trace["server_pid"]
+    children = {p["pid"] for p in trace["processes"] if p["ppid"] == server}
+    looping = {s["pid"] for s in trace["samples"] if s.get("loop_delay_ms") is not None}
+    assert len(looping) == 2 and looping <= children  # both workers, each with its loop
+    assert server in {s["pid"] for s in trace["samples"]}  # the supervisor too

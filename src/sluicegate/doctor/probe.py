@@ -63,6 +63,7 @@ SCHEMA = 1
 
 _SYS_KEY = "_sluicegate_doctor_probe"  # one probe per process, whichever module copy runs
 _MAX_STACKS = 400
+_MAX_ERRORS = 10
 _FLUSH_EVERY = 0.25
 # sockios.h / ioctls.h (Linux)
 _SIOCOUTQ = 0x5411
@@ -145,6 +146,7 @@ class Probe:
         self._pending: list[Any] = []
         self._pid = os.getpid()
         self._stacks = 0
+        self._errors = 0
         self._sock_kinds: dict[int, bool] = {}
         self._running_at_fork = False
         self._gc_start = 0.0
@@ -290,7 +292,9 @@ class Probe:
                     next_flush = now + _FLUSH_EVERY
                     self._flush()
             except Exception as exc:  # the probe must never take the server down
-                self._write({"type": "error", "pid": self._pid, "error": repr(exc)})
+                self._errors += 1
+                if self._errors <= _MAX_ERRORS:
+                    self._write({"type": "error", "pid": self._pid, "error": repr(exc)})
         row = self._sample(time.perf_counter(), last)
         row.append(self._net_fields())
         self._pending.append(row)
