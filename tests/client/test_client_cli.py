@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
-from conftest import FileApp, StreamApp
+from client_servers import FileApp, StreamApp
 
 from sluicegate.client.cli import fetch_command, swarm_command
 from sluicegate.client.fetch import ExitCode

@@ -6,7 +6,7 @@ import random
 from pathlib import Path
 
 import pytest
-from conftest import FileApp, RawChunked, sha256_field
+from client_servers import FileApp, RawChunked, sha256_field
 
 from sluicegate.client import ExitCode, fetch
 from sluicegate.errors import DigestMismatch, IncompleteTransfer

@@ -6,7 +6,7 @@ import asyncio
 from pathlib import Path
 
 import pytest
-from conftest import StreamApp
+from client_servers import StreamApp
 
 from sluicegate.client import ExitCode, FetchCounters, fetch
 

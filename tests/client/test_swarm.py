@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from conftest import StreamApp
+from client_servers import StreamApp
 
 from sluicegate.client import swarm
 from sluicegate.errors import ConfigError
