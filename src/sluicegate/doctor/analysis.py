@@ -455,7 +455,7 @@ def _check_memory(
                 "queues with sluicegate's Channel (byte budget + policy) or StreamResponse."
             ),
             evidence=evidence,
-            charts=("memory", "sockets", "streams"),
+            charts=("memory", "sockets", "streams") if buffered else ("memory", "sockets"),
         )
     return Finding(
         id="memory-growth",
