@@ -76,6 +76,7 @@ MAX_BYTES: Final = 2**63 - 1  # what SQLite's INTEGER and every JSON reader hold
 
 _ID_RE = re.compile(r"[A-Za-z0-9_-]{22}")
 _TOKEN_RE = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")  # RFC 9110 token, for methods
+_COMMON_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 _CONTROL_RE = re.compile(r"[\x00-\x1f\x7f-\x9f]+")
 
 
@@ -107,6 +108,8 @@ def is_transfer_id(value: object) -> TypeGuard[str]:
 # -- digests (RFC 9530 ``Content-Digest`` / ``Repr-Digest`` field values) -------------
 
 _DIGEST_SIZES: Final = {"sha-256": 32, "sha-512": 64}
+# One canonical sha-256 member: 32 bytes are 43 base64 characters and one "=".
+_CANONICAL_SHA256 = re.compile(r"sha-256=:[A-Za-z0-9+/]{42}[AEIMQUYcgkosw048]=:")
 _MEMBER_RE = re.compile(r"([a-z*][a-z0-9_.*-]*)=:([A-Za-z0-9+/]*={0,2}):")
 
 
@@ -166,6 +169,8 @@ def _normal_digest(value: str | None) -> str | None:
     """Validate a digest and return it in canonical form (sorted members, padded base64)."""
     if value is None:
         return None
+    if _CANONICAL_SHA256.fullmatch(value):  # the usual case, on the hot path: no decoding
+        return value
     parsed = parse_digest(value)
     return ", ".join(format_digest(alg, parsed[alg]) for alg in sorted(parsed))
 
@@ -383,7 +388,9 @@ class TransferRecord:
         """
         if not is_transfer_id(transfer_id):
             raise ConfigError(f"bad transfer id {transfer_id!r}")
-        if not isinstance(method, str) or not _TOKEN_RE.fullmatch(method):
+        if method in _COMMON_METHODS:
+            pass
+        elif not isinstance(method, str) or not _TOKEN_RE.fullmatch(method):
             raise ConfigError(f"bad HTTP method {method!r}")
         if len(method) > MAX_METHOD:
             raise ConfigError("HTTP method too long")
@@ -394,7 +401,10 @@ class TransferRecord:
                 size = _count(size, "size")
             except ValueError as exc:
                 raise ConfigError(str(exc)) from None
-        clean_path = _CONTROL_RE.sub("", path.split("?", 1)[0].split("#", 1)[0])[:MAX_PATH]
+        if path.isprintable() and "?" not in path and "#" not in path:
+            clean_path = path[:MAX_PATH]
+        else:
+            clean_path = _CONTROL_RE.sub("", path.split("?", 1)[0].split("#", 1)[0])[:MAX_PATH]
         return cls(transfer_id, method.upper(), clean_path or "/", "streaming", at, size=size)
 
     def progressed(self, bytes_sent: int) -> TransferRecord:
