@@ -47,6 +47,8 @@ async def call(
     method: str = "GET",
     path: str = "/",
     exchange: Exchange | None = None,
+    query: str = "",
+    headers: list[tuple[bytes, bytes]] | None = None,
 ) -> Exchange:
     """Run ``app`` to the end; the client 'disconnects' when ``exchange.disconnect`` is set."""
     ex = exchange or Exchange()
@@ -57,8 +59,8 @@ async def call(
         "method": method,
         "path": path,
         "raw_path": path.encode(),
-        "query_string": b"",
-        "headers": [],
+        "query_string": query.encode(),
+        "headers": headers or [],
     }
     sent_request = False
 

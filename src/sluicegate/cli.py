@@ -11,13 +11,13 @@ from typing import Any
 
 import click
 
-# name -> "module:attribute" of a click command
+# name -> ("module:attribute" of a click command, its one-line help)
 _COMMANDS = {
-    "serve": "sluicegate.serve:serve_command",
-    "fetch": "sluicegate.client.cli:fetch_command",
-    "swarm": "sluicegate.client.cli:swarm_command",
-    "doctor": "sluicegate.doctor.cli:doctor_command",
-    "demo": "sluicegate.demo.cli:demo_command",
+    "serve": ("sluicegate.serve:serve_command", "Serve an ASGI app (the examples by default)."),
+    "fetch": ("sluicegate.client.cli:fetch_command", "Download slowly, pausably, resumably."),
+    "swarm": ("sluicegate.client.cli:swarm_command", "Run many clients with mixed behaviour."),
+    "doctor": ("sluicegate.doctor.cli:doctor_command", "Sample a server under load; diagnose."),
+    "demo": ("sluicegate.demo.cli:demo_command", "Reproduce the article's experiments."),
 }
 
 
@@ -25,11 +25,17 @@ class _LazyGroup(click.Group):
     def list_commands(self, ctx: click.Context) -> list[str]:
         return sorted(_COMMANDS)
 
+    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        # Listing must not import every tool: help stays fast and independent.
+        rows = [(name, _COMMANDS[name][1]) for name in self.list_commands(ctx)]
+        with formatter.section("Commands"):
+            formatter.write_dl(rows)
+
     def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
-        target = _COMMANDS.get(cmd_name)
-        if target is None:
+        entry = _COMMANDS.get(cmd_name)
+        if entry is None:
             return None
-        module, _, attr = target.partition(":")
+        module, _, attr = entry[0].partition(":")
         command: Any = getattr(importlib.import_module(module), attr)
         assert isinstance(command, click.Command)
         return command

@@ -6,6 +6,7 @@ import json
 from typing import Any
 
 from starlette.responses import Response
+from starlette.types import Send
 
 MEDIA_TYPE = "application/problem+json"
 
@@ -37,3 +38,13 @@ def problem_response(
         headers=headers,
         media_type=MEDIA_TYPE,
     )
+
+
+async def send_problem(
+    send: Send, status: int, title: str, detail: str | None = None, **extra: Any
+) -> None:
+    """Send a whole problem response through an ASGI ``send``."""
+    body = problem_body(status, title, detail, **extra)
+    headers = [(b"content-type", MEDIA_TYPE.encode()), (b"content-length", b"%d" % len(body))]
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": body, "more_body": False})

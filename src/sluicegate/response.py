@@ -38,8 +38,7 @@ from starlette.types import Message, Receive, Scope, Send
 from sluicegate.channel import DEFAULT_LIMIT, Bytes, Channel
 from sluicegate.errors import ClientDisconnected, ConfigError
 from sluicegate.metrics import REGISTRY, StreamMetrics, StreamState
-from sluicegate.problem import MEDIA_TYPE as PROBLEM_MEDIA_TYPE
-from sluicegate.problem import problem_body
+from sluicegate.problem import send_problem
 from sluicegate.pump import MAX_MESSAGE, Producer, next_message, pump
 from sluicegate.sources import ChannelSource, Content, Source, as_source
 
@@ -137,7 +136,13 @@ class StreamResponse(Response):
                 return
             except Exception as exc:
                 logger.exception("producer failed before the first chunk of %s", scope.get("path"))
-                await self._send_problem(send, exc)
+                await send_problem(
+                    send,
+                    500,
+                    "Internal Server Error",
+                    "the response failed before any of it was sent",
+                    error=type(exc).__name__,
+                )
                 return
             size = source.size
             if size is None and first is not None and channel.exhausted and channel.error is None:
@@ -184,25 +189,6 @@ class StreamResponse(Response):
         if sized and not any(k == b"content-length" for k, _ in headers):
             headers = [*headers, (b"content-length", str(size).encode())]
         await send({"type": "http.response.start", "status": self.status_code, "headers": headers})
-
-    async def _send_problem(self, send: Send, exc: BaseException) -> None:
-        body = problem_body(
-            500,
-            "Internal Server Error",
-            "the response failed before any of it was sent",
-            error=type(exc).__name__,
-        )
-        await send(
-            {
-                "type": "http.response.start",
-                "status": 500,
-                "headers": [
-                    (b"content-type", PROBLEM_MEDIA_TYPE.encode()),
-                    (b"content-length", str(len(body)).encode()),
-                ],
-            }
-        )
-        await send({"type": "http.response.body", "body": body, "more_body": False})
 
 
 class _Stream:
