@@ -168,3 +168,36 @@ def test_forked_child_writes_its_own_file(tmp_path: Path) -> None:
     assert {r["pid"] for r in records} == {child}  # no copy of the parent's buffer
     assert sum(1 for r in records if r["type"] == "meta") == 1
     assert isinstance(read_probe_dir(tmp_path), Trace)
+
+
+def test_a_loop_that_pauses_between_runs_is_not_blocked(tmp_path: Path) -> None:
+    run_script(
+        f"""
+        import asyncio, time
+        from sluicegate.doctor import probe
+        probe.install({str(tmp_path)!r})
+        loop = asyncio.new_event_loop()
+        loop.run_until_complete(asyncio.sleep(0.1))
+        time.sleep(0.4)  # the loop is not running: that is not a delay
+        loop.run_until_complete(asyncio.sleep(0.1))
+        loop.close()
+        """
+    )
+    trace = read_probe_dir(tmp_path)
+    delays = [s.loop_delay_ms for s in trace.samples if s.loop_delay_ms is not None]
+    assert len(delays) >= 10
+    assert max(delays) < 50
+    assert not trace.stacks
+
+
+def test_uvloop_imported_first_is_reported(tmp_path: Path) -> None:
+    pytest.importorskip("uvloop")
+    run_script(
+        f"""
+        import uvloop
+        from sluicegate.doctor import probe
+        probe.install({str(tmp_path)!r})
+        """
+    )
+    trace = read_probe_dir(tmp_path)
+    assert any("uvloop was imported before install()" in e for e in trace.errors)

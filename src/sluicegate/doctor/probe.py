@@ -612,6 +612,16 @@ def install(
     running = asyncio.events._get_running_loop()
     if running is not None:
         probe.add_loop(running)
+    elif "uvloop.loop" in sys.modules:
+        # uvloop bound the unwrapped _set_running_loop when it was imported.
+        probe._write(
+            {
+                "type": "error",
+                "pid": probe._pid,
+                "error": "uvloop was imported before install(): its loops are only watched "
+                "when install() is called from inside them",
+            }
+        )
     probe.start()
     atexit.register(probe.stop)
     global _FORK_HOOKED
