@@ -28,7 +28,7 @@ async def test_unknown_path_and_bad_size_are_problems_not_500s() -> None:
     ex = await call(app, path="/nope")
     assert ex.status == 404 and json.loads(ex.body)["status"] == 404
     ex = await call(app, path="/download", query="size=lots")
-    assert ex.status == 400 and "not a size" in json.loads(ex.body)["detail"]
+    assert ex.status == 400 and "bad size" in json.loads(ex.body)["detail"]
 
 
 def test_serve_rejects_a_bad_app_in_one_line() -> None:

@@ -15,11 +15,11 @@ def test_docstring_examples() -> None:
 
 @pytest.mark.parametrize("text", ["", "ten", "10X", "-5M", "1..5K", "5 M B"])
 def test_bad_sizes_are_config_errors(text: str) -> None:
-    with pytest.raises(ConfigError, match="not a size"):
+    with pytest.raises(ConfigError, match="bad size"):
         units.parse_size(text)
 
 
 @pytest.mark.parametrize("text", ["", "soon", "5 days", "-1s"])
 def test_bad_durations_are_config_errors(text: str) -> None:
-    with pytest.raises(ConfigError, match="not a duration"):
+    with pytest.raises(ConfigError, match="bad duration"):
         units.parse_duration(text)

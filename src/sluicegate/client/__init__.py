@@ -14,7 +14,7 @@ from sluicegate.client.fetch import ExitCode, FetchCounters, FetchResult, fetch
 from sluicegate.client.ratelimit import TokenBucket
 from sluicegate.client.schedule import Event, Schedule, parse_schedule
 from sluicegate.client.swarm import ClassStats, MixEntry, SwarmResult, parse_mix, swarm
-from sluicegate.client.units import parse_duration, parse_rate, parse_size
+from sluicegate.units import parse_duration, parse_rate, parse_size
 
 __all__ = [
     "ClassStats",

@@ -15,7 +15,7 @@ import click
 
 from sluicegate.client.fetch import ExitCode, FetchCounters, FetchResult, fetch
 from sluicegate.client.swarm import SwarmResult, check_target, parse_mix, swarm
-from sluicegate.client.units import (
+from sluicegate.units import (
     format_duration,
     format_size,
     parse_duration,

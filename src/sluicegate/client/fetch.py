@@ -39,7 +39,7 @@ from sluicegate.client.digests import format_sha256, parse_sha256
 from sluicegate.client.ratelimit import TokenBucket, default_rcvbuf, read_size_for
 from sluicegate.client.resume import PartMeta, plan_response, request_headers
 from sluicegate.client.schedule import Event, Schedule, ScheduleCursor, parse_schedule
-from sluicegate.client.units import parse_rate
+from sluicegate.units import parse_rate
 from sluicegate.errors import (
     ConfigError,
     DigestMismatch,

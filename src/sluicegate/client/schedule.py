@@ -24,7 +24,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Literal
 
-from sluicegate.client.units import parse_duration, parse_rate
+from sluicegate.units import parse_duration, parse_rate
 from sluicegate.errors import ConfigError
 
 __all__ = ["Event", "Schedule", "ScheduleCursor", "parse_schedule"]

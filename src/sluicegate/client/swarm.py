@@ -31,7 +31,7 @@ from typing import Any, Literal
 
 from sluicegate.client.fetch import ExitCode, FetchCounters, FetchResult, fetch, parse_url
 from sluicegate.client.schedule import Event, Schedule
-from sluicegate.client.units import parse_rate
+from sluicegate.units import parse_rate
 from sluicegate.errors import ConfigError
 
 __all__ = [
