@@ -148,3 +148,27 @@ def test_every_worker_process_is_sampled(tmp_path: Path) -> None:
     looping = {s["pid"] for s in trace["samples"] if s.get("loop_delay_ms") is not None}
     assert len(looping) == 2 and looping <= children  # both workers, each with its loop
     assert server in {s["pid"] for s in trace["samples"]}  # the supervisor too
+
+
+def test_listening_ports_of_a_process_tree() -> None:
+    code = (
+        "import socket, sys, time\n"
+        "a = socket.create_server(('127.0.0.1', 0)); b = socket.create_server(('127.0.0.1', 0))\n"
+        "print(a.getsockname()[1], b.getsockname()[1], flush=True); time.sleep(30)\n"
+    )
+    proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout is not None
+        ports = sorted(int(p) for p in proc.stdout.readline().split())
+        assert listening_port(proc.pid) == ports[0]
+        assert listening_port(proc.pid, ports[1]) == ports[1]
+        assert listening_port(proc.pid, 1) is None
+    finally:
+        proc.kill()
+        proc.wait()
+
+
+def test_waiting_for_a_port_the_server_does_not_open(tmp_path: Path) -> None:
+    code, output, _ = doctor(tmp_path, "--port", "1", "--port-timeout", "1s", "--", *SERVER)
+    assert code == 1
+    assert "the server opened no port 1 within 1 s" in one_error_line(output)

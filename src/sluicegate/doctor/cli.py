@@ -92,6 +92,12 @@ def docs_base() -> str:
     help="How long the server may take to open a port.",
 )
 @click.option(
+    "--port",
+    type=click.IntRange(1, 65535),
+    default=None,
+    help="Wait for this port when the server opens several (default: the lowest).",
+)
+@click.option(
     "--grace",
     type=DURATION,
     default="5s",
@@ -131,6 +137,7 @@ def doctor_command(
     interval: float,
     net_interval: float,
     port_timeout: float,
+    port: int | None,
     grace: float,
     idle: float,
     stop_signal: str,
@@ -154,6 +161,7 @@ def doctor_command(
         interval=interval,
         net_interval=net_interval,
         port_timeout=port_timeout,
+        port=port,
         grace=grace,
         idle=idle,
         stop_signal=signal.SIGINT if stop_signal == "INT" else signal.SIGTERM,

@@ -51,6 +51,8 @@ class DoctorConfig:
     interval: float = 0.01
     net_interval: float = 0.1
     port_timeout: float = 15.0
+    #: the port to wait for when the server opens several (default: the lowest)
+    port: int | None = None
     #: seconds between the stop signal and SIGKILL
     grace: float = 5.0
     #: idle seconds recorded before and after the load command
@@ -101,19 +103,24 @@ def _tree(pid: int) -> list[psutil.Process]:
         return []
 
 
-def listening_port(pid: int) -> int | None:
-    """The first TCP port a process of ``pid``'s tree listens on, if any."""
+def listening_ports(pid: int) -> list[int]:
+    """The TCP ports the processes of ``pid``'s tree listen on, lowest first."""
+    ports: set[int] = set()
     for proc in _tree(pid):
         try:
             conns = proc.net_connections(kind="tcp")
         except psutil.Error:
             continue
-        ports: list[int] = sorted(
-            c.laddr.port for c in conns if c.status == psutil.CONN_LISTEN and c.laddr
-        )
-        if ports:
-            return ports[0]
-    return None
+        ports.update(c.laddr.port for c in conns if c.status == psutil.CONN_LISTEN and c.laddr)
+    return sorted(ports)
+
+
+def listening_port(pid: int, wanted: int | None = None) -> int | None:
+    """``wanted`` once ``pid``'s tree listens on it; without ``wanted``, its lowest port."""
+    ports = listening_ports(pid)
+    if wanted is not None:
+        return wanted if wanted in ports else None
+    return ports[0] if ports else None
 
 
 class _Clock:
@@ -218,14 +225,15 @@ def _wait_for_port(
         code = server.poll()
         if code is not None:
             return f"the server exited with code {code} before it opened a port"
-        port = listening_port(server.pid)
+        port = listening_port(server.pid, config.port)
         if port is not None:
             trace.port = port
             clock.mark("port-open", str(port))
             return None
         if time.monotonic() >= deadline:
+            which = "no port" if config.port is None else f"no port {config.port}"
             return (
-                f"the server opened no port within {config.port_timeout:g} s (see --port-timeout)"
+                f"the server opened {which} within {config.port_timeout:g} s (see --port-timeout)"
             )
         time.sleep(_POLL)
 
