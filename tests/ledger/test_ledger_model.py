@@ -85,6 +85,13 @@ def test_digest_dictionary_with_two_members_and_missing_padding() -> None:
     assert set(parse_digest(both)) == {"sha-256", "sha-512"}
 
 
+def test_unsupported_algorithms_are_ignored_but_one_must_remain() -> None:
+    md5 = "md5=:" + base64.b64encode(bytes(16)).decode() + ":"
+    assert set(parse_digest(f"{md5}, {DIGEST}")) == {"sha-256"}
+    with pytest.raises(ValueError, match="no sha-256"):
+        parse_digest(md5)
+
+
 @pytest.mark.parametrize(
     "value",
     [

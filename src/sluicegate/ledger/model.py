@@ -138,8 +138,9 @@ def digest_of(data: bytes, algorithm: str = "sha-256") -> str:
 def parse_digest(value: str) -> dict[str, bytes]:
     """Parse an RFC 9530 digest field value into ``{algorithm: raw digest}``.
 
-    Only ``sha-256`` and ``sha-512`` are accepted (the others are deprecated or insecure);
-    parameters are not. Raises :class:`ValueError` with the reason.
+    Only ``sha-256`` and ``sha-512`` count; members with other algorithms (deprecated or
+    insecure ones such as ``md5``) are ignored, as RFC 9530 asks, but at least one must
+    remain. Parameters are not accepted. Raises :class:`ValueError` with the reason.
 
     >>> parse_digest("sha-256=:" + "A" * 43 + "=:")["sha-256"] == bytes(32)
     True
@@ -153,7 +154,7 @@ def parse_digest(value: str) -> dict[str, bytes]:
             raise ValueError("digest is not of the form sha-256=:<base64>:")
         algorithm, b64 = m.groups()
         if algorithm not in _DIGEST_SIZES:
-            raise ValueError(f"unsupported digest algorithm {algorithm!r}")
+            continue
         try:
             # RFC 8941 asks parsers to tolerate missing padding.
             raw = base64.b64decode(b64 + "=" * (-len(b64) % 4), validate=True)
@@ -162,6 +163,8 @@ def parse_digest(value: str) -> dict[str, bytes]:
         if len(raw) != _DIGEST_SIZES[algorithm]:
             raise ValueError(f"{algorithm} digest must be {_DIGEST_SIZES[algorithm]} bytes")
         digests[algorithm] = raw
+    if not digests:
+        raise ValueError("no sha-256 or sha-512 digest")
     return digests
 
 
