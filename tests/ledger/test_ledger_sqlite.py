@@ -16,6 +16,7 @@ import pytest
 from sluicegate.errors import ConfigError, LedgerError, UnknownTransfer
 from sluicegate.ledger import InvalidTransition, SQLiteLedger, digest_of, ledger_from_url
 from sluicegate.ledger.redis import RedisLedger
+from sluicegate.ledger.sqlite import _Op
 
 Victim = Callable[..., tuple[Any, dict[str, Any]]]
 
@@ -236,3 +237,23 @@ def test_ledger_from_url(tmp_path: Path) -> None:
     for bad in ("sqlite://relative.db", "sqlite:", "postgres://x/y"):
         with pytest.raises(ConfigError):
             ledger_from_url(bad)
+
+
+async def test_one_failing_write_does_not_sink_its_batch(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    db = tmp_path / "l.db"
+    async with SQLiteLedger(db, begin_delay=0, commit_delay=0.05) as ledger:
+        tid = await ledger.begin("GET", "/neighbour")  # its insert joins the same batch
+        ledger._enqueue(_Op(lambda c: c.execute("INSERT INTO no_such_table VALUES (1)"), None))
+        await ledger.finish(tid, "completed", 1)
+        assert rows(db)[tid]["state"] == "completed"
+    assert "ledger write failed" in caplog.text and "no_such_table" in caplog.text
+
+
+async def test_unknown_ids_do_not_wait_the_whole_settle_timeout(tmp_path: Path) -> None:
+    async with SQLiteLedger(tmp_path / "l.db", settle_timeout=30) as ledger:
+        start = time.monotonic()
+        with pytest.raises(UnknownTransfer):
+            await ledger.receipt("D" * 22, 1, digest_of(b""))
+        assert time.monotonic() - start < 10  # a short grace, not 30 s

@@ -39,6 +39,7 @@ __all__ = ["Ledger"]
 
 _POLL_FIRST = 0.005
 _POLL_MAX = 0.1
+_UNKNOWN_GRACE = 0.25
 
 
 class Ledger(abc.ABC):
@@ -173,15 +174,17 @@ class Ledger(abc.ABC):
             raise ConfigError(f"bad digest: {exc}") from None
         if not is_transfer_id(transfer_id):
             raise UnknownTransfer(transfer_id)
-        deadline = time.monotonic() + self.settle_timeout
+        started = time.monotonic()
+        deadline = started + self.settle_timeout
         pause = _POLL_FIRST
         while True:
             try:
                 record = await self.get(transfer_id)
             except UnknownTransfer:
-                # Another worker may not have committed the begin of a transfer that
-                # is only milliseconds old.
-                if time.monotonic() >= deadline:
+                # Another worker may not have committed a transfer that is only
+                # milliseconds old; a short grace covers that without letting unknown
+                # ids hold requests open for the whole settle_timeout.
+                if time.monotonic() >= min(deadline, started + _UNKNOWN_GRACE):
                     raise
                 record = None
             if record is not None:

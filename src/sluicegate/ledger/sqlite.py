@@ -566,23 +566,7 @@ class SQLiteLedger(Ledger):
                 return
 
     def _run_batch(self, conn: sqlite3.Connection, batch: Sequence[_Op]) -> None:
-        writes = [op for op in batch if op.write]
-        if writes:
-            try:
-                conn.execute("BEGIN IMMEDIATE")
-                for op in writes:
-                    _apply(conn, op, raise_sqlite=True)
-                conn.execute("COMMIT")
-            except sqlite3.Error as exc:
-                with contextlib.suppress(sqlite3.Error):
-                    conn.execute("ROLLBACK")
-                if len(writes) == 1:
-                    _fail(writes[0], exc)
-                else:
-                    # Find the culprit: one bad op must not sink the others.
-                    for op in writes:
-                        op.ok, op.value = True, None
-                        self._run_batch(conn, [op])
+        self._commit([op for op in batch if op.write], conn)
         for op in batch:
             if not op.write:
                 _apply(conn, op, raise_sqlite=False)
@@ -593,6 +577,26 @@ class SQLiteLedger(Ledger):
         done = [op for op in batch if op.fut is not None]
         if done:
             self._call_loop(_settle_ops, done)
+
+    def _commit(self, writes: Sequence[_Op], conn: sqlite3.Connection) -> None:
+        """Run ``writes`` in one transaction; if it fails, each in its own."""
+        if not writes:
+            return
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            for op in writes:
+                _apply(conn, op, raise_sqlite=True)
+            conn.execute("COMMIT")
+        except sqlite3.Error as exc:
+            with contextlib.suppress(sqlite3.Error):
+                conn.execute("ROLLBACK")
+            if len(writes) == 1:
+                _fail(writes[0], exc)
+                return
+            # Find the culprit: one bad op must not sink the others.
+            for op in writes:
+                op.ok, op.value = True, None
+                self._commit([op], conn)
 
     def _call_loop(self, fn: Callable[..., None], *args: Any) -> None:
         assert self._loop is not None
