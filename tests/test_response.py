@@ -120,7 +120,7 @@ async def test_failure_before_the_first_chunk_is_a_real_500_problem() -> None:
 async def test_failure_after_the_commit_aborts_without_the_final_message() -> None:
     async def half() -> AsyncIterator[bytes]:
         yield b"x" * 10
-        await asyncio.sleep(0)
+        await asyncio.sleep(0.01)  # the first chunk leaves meanwhile: headers are out
         raise RuntimeError("o_O")
 
     ex = Exchange()

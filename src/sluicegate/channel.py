@@ -31,7 +31,7 @@ from __future__ import annotations
 import asyncio
 import threading
 from collections import deque
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, Final, Literal, TypeAlias
 
 from sluicegate.errors import ChannelClosed, ChannelFull, ConfigError
@@ -105,6 +105,8 @@ class Channel:
         # queued one by one: one memcpy per row instead of a Python-level loop over
         # thousands of tiny items when the message is assembled.
         self._tail: bytearray | None = None
+        self._turn_pending = False
+        self._turned = False
         self._data_waiter: asyncio.Future[None] | None = None
         self._room_waiter: asyncio.Future[None] | None = None
         # Chunks taken by the consumer but not yet released, oldest first. Their
@@ -135,42 +137,72 @@ class Channel:
             self._put_locked(chunk)
             return self.buffered < self.limit
 
-    async def fill(self, chunks: AsyncIterator[Any], charset: str = "utf-8") -> None:
+    async def fill(
+        self,
+        chunks: AsyncIterator[Any],
+        charset: str = "utf-8",
+        *,
+        when_full: Callable[[], Awaitable[None]] | None = None,
+        on_turn: Callable[[], bool] | None = None,
+    ) -> None:
         """Put everything ``chunks`` yields, waiting for room before each next pull.
 
         The hot loop of every async stream, so it lives here, beside the state it
         touches: for ``bytes`` chunks it skips the lock (only this loop's thread
         touches a channel fed this way) and every call it can.
+
+        ``when_full`` is awaited instead of :meth:`wait_room` when the budget is spent.
+        ``on_turn`` is called at the next turn of the event loop after bytes were
+        queued, that is once this task has let go: when the producer waits for
+        something, what it made so far can leave. If it returns True (it started a
+        sender), the next chunk is held for one turn so that it does not join them.
         """
-        self._attach()
+        loop = self._attach()
         queue = self._queue
         limit = self.limit
         fast = self.policy == "wait"
+        wait = when_full or self.wait_room
+        small, coalesce = _SMALL, _COALESCE
         async for chunk in chunks:
+            if not self._turn_pending:  # the loop turned since the last chunk
+                if self._turned:
+                    # The producer waited, and a sender was started for what it had
+                    # made before: let that go first, as it would had this chunk come
+                    # later.
+                    self._turned = False
+                    await asyncio.sleep(0)
+                if on_turn is not None:
+                    self._turn_pending = True
+                    loop.call_soon(self._turn, on_turn)
             if fast and type(chunk) is bytes:
+                # Closed-ness is checked at the mark: until then the budget bounds
+                # what a producer can add to a channel nobody reads any more.
                 n = len(chunk)
-                if n:
-                    if self.closed:
-                        raise ChannelClosed("the stream has ended; nothing more can be written")
-                    tail = self._tail
-                    if n >= _SMALL:
-                        queue.append(chunk)
-                        self._tail = None
-                    elif tail is not None and len(tail) < _COALESCE:
-                        tail += chunk
-                    else:
-                        self._tail = tail = bytearray(chunk)
-                        queue.append(tail)
-                    self.buffered += n
-                    self.bytes_in += n
-                    if self._data_waiter is not None:
-                        self._wake_locked()
+                tail = self._tail
+                if n >= small:
+                    queue.append(chunk)
+                    self._tail = None
+                elif tail is not None and len(tail) < coalesce:
+                    tail += chunk
+                elif n:
+                    self._tail = tail = bytearray(chunk)
+                    queue.append(tail)
+                self.buffered += n
+                self.bytes_in += n
+                if self._data_waiter is not None:
+                    self._wake_locked()
             else:
                 self.put_nowait(_encode(chunk, charset))
             if self.buffered >= limit:
-                await self.wait_room()
+                if self.closed:
+                    raise ChannelClosed("the stream has ended; nothing more can be written")
+                await wait()
                 if self.closed:
                     return
+
+    def _turn(self, callback: Callable[[], bool]) -> None:
+        self._turn_pending = False
+        self._turned = callback()
 
     def put_threadsafe(self, chunk: Bytes, timeout: float | None = None) -> None:
         """Add a chunk from a thread that is not the event loop's.
@@ -365,6 +397,11 @@ class Channel:
                 return
             waiter = self._data_waiter = loop.create_future()
         await waiter
+
+    @property
+    def has_queued(self) -> bool:
+        """Whether bytes wait to be taken (not counting those taken and in flight)."""
+        return self.buffered > self._taken
 
     @property
     def exhausted(self) -> bool:

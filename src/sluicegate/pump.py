@@ -1,15 +1,30 @@
-"""The pump: the one loop that moves bytes from a source to the server.
+"""The pump: the one loop that moves bytes from a producer to the server.
 
-Two coroutines share one :class:`~sluicegate.channel.Channel` of ``high_water_mark``
-bytes. The *producer* task drives the source, which waits for room before it makes
-each chunk; the *sender* (the response's own task) takes what is ready and awaits the
-server's ``send()``. So producing and sending overlap, and read-ahead never passes the
-mark.
+All bytes a stream holds live in one :class:`~sluicegate.channel.Channel` of
+``high_water_mark`` bytes. They stay on its budget until the server's ``send()`` has
+accepted them, so the budget counts the message in flight too. A producer pulls its
+next chunk only while the channel is under the mark, so at most one chunk exists
+beyond it.
 
-The sender never waits for more data when it has some: whatever is queued when it
-looks goes out as one message (small chunks coalesced up to ``max_message`` bytes,
-large ones cut into zero-copy ``memoryview`` slices). Bytes stay on the budget until
-``send()`` returns, so the budget counts the message in flight as well.
+Two ways to drive it:
+
+:meth:`Pump.run_iterator` (async iterables, the common case)
+    The producer runs *in the pump's own task*. When the channel reaches the mark
+    and nobody is sending, the pump sends right there, and if the server takes it at
+    once (a fast client) no task switch or event-loop turn happens at all: that is
+    what keeps sluicegate as fast as a bare ``send()`` loop. When a ``send()`` would
+    wait for the client, the rest of it moves to a *sender* task and the producer
+    keeps reading ahead until the mark: producing and sending overlap. When the
+    producer itself waits (for a database, a timer), what it made so far leaves at
+    the next turn of the loop: a chunk is never held back waiting for more.
+
+:meth:`Pump.run_channel` (threads, pull sources, push channels)
+    Another task or thread fills the channel; the pump takes what is ready and
+    sends it, waiting only when there is nothing to send.
+
+Either way, whatever is queued when the pump sends goes out as one message: small
+chunks coalesced up to ``max_message`` bytes, large ones cut into zero-copy
+``memoryview`` slices.
 
 The memory bound, per stream: the channel holds at most ``high_water_mark`` bytes
 plus the producer's current chunk; the server holds what its transport buffers
@@ -19,9 +34,10 @@ plus the producer's current chunk; the server holds what its transport buffers
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
-from collections.abc import Awaitable, Callable
-from typing import Final
+from collections.abc import AsyncIterator, Awaitable, Callable, Generator
+from typing import Any, Final
 
 from sluicegate.channel import Bytes, Channel
 from sluicegate.metrics import REGISTRY, StreamMetrics
@@ -41,6 +57,7 @@ class Producer:
         self.channel = channel
         self.metrics = metrics
         self.task: asyncio.Task[None] | None = None
+        self._closing = False
 
     def start(self) -> None:
         """Start producing; idempotent."""
@@ -62,6 +79,7 @@ class Producer:
         else:
             channel.close()
         finally:
+            self._closing = True
             try:
                 await self.source.aclose()
             finally:
@@ -84,7 +102,8 @@ class Producer:
             finally:
                 self._stopped()
             return
-        if not task.done():
+        if not task.done() and not self._closing:
+            # Still producing: stop it. Once it is closing its source, let it finish.
             task.cancel()
         await asyncio.gather(task, return_exceptions=True)
 
@@ -102,39 +121,237 @@ async def next_message(channel: Channel, max_message: int) -> Bytes | None:
         await channel.wait_data()
 
 
-async def pump(
-    channel: Channel,
-    send_body: SendBody,
-    metrics: StreamMetrics,
-    first: Bytes | None,
-    *,
-    max_message: int = MAX_MESSAGE,
-    gone: Callable[[], bool] = lambda: False,
-) -> None:
-    """Send ``first`` and everything after it; the last message has ``more_body=False``.
+StartResponse = Callable[[int | None], Awaitable[None]]
 
-    Raises the producer's error after sending what it produced before failing; returns
-    early (without the final message) when ``gone()`` says the client left.
+# A pump that never has to wait would keep the event loop to itself for a whole
+# download; it lets other tasks in after this many messages.
+_YIELD_EVERY = 16
+
+
+class Pump:
+    """Moves one response's bytes from its channel to ``send_body``.
+
+    ``start(size)`` sends the response head; it is called once, just before the first
+    body message, with the body's size when known (``size``, or the whole body when
+    the producer ended before anything was sent).
     """
-    perf = time.perf_counter
-    release = channel.release
-    chunk = first
-    while chunk is not None:
+
+    def __init__(
+        self,
+        channel: Channel,
+        start: StartResponse,
+        send_body: SendBody,
+        metrics: StreamMetrics,
+        *,
+        size: int | None = None,
+        max_message: int = MAX_MESSAGE,
+    ) -> None:
+        self.channel = channel
+        self._start = start
+        self._send_body = send_body
+        self.metrics = metrics
+        self.size = size
+        self.max_message = max_message
+        #: the head has gone out (or is going out)
+        self.started = False
+        #: the producer has ended
+        self.ended = False
+        #: the last body message (``more_body=False``) has been sent
+        self.finished = False
+        self._sender: asyncio.Task[None] | None = None
+        self._head: asyncio.Future[None] | None = None
+        self._inline = 0
+
+    # -- driving ---------------------------------------------------------------------
+
+    async def run_iterator(self, iterator: AsyncIterator[Any], charset: str) -> None:
+        """Produce from ``iterator`` in this task and send, overlapping when the client lags."""
+        try:
+            await self.channel.fill(
+                iterator, charset, when_full=self._make_room, on_turn=self._on_turn
+            )
+            self.ended = True
+            await self._finish()
+        finally:
+            # On the way out after an error: that error is the one to report.
+            with contextlib.suppress(Exception):
+                await self._stop_sender()
+
+    async def run_channel(self) -> None:
+        """Send what another producer puts in the channel, until it is closed."""
+        channel = self.channel
+        chunk = await next_message(channel, self.max_message)
+        self.ended = channel.exhausted
+        await self._commit()
+        while chunk is not None:
+            more = not channel.exhausted or channel.error is not None
+            await self._send(chunk, more)
+            if not more:
+                return
+            chunk = channel.take(self.max_message)
+            if chunk is None:
+                chunk = await next_message(channel, self.max_message)
+        await self._send_body(b"", False)
+        self.finished = True
+
+    # -- the iterator path's pieces ----------------------------------------------------
+
+    async def _make_room(self) -> None:
+        """The channel is at the mark: send now, or wait for the sender to catch up."""
+        channel = self.channel
+        if self._sender is None:
+            await self._commit()
+            while self._sender is None and channel.buffered >= channel.limit:
+                chunk = channel.take(self.max_message)
+                if chunk is None:  # all of it is in flight already
+                    break
+                self._send_or_hand_over(chunk)
+            self._inline += 1
+            if self._inline % _YIELD_EVERY == 0:
+                await asyncio.sleep(0)
+        while self._sender is not None and channel.buffered >= channel.limit:
+            await channel.wait_room()
+            if channel.closed:
+                await self._stop_sender()  # raises the sender's error
+                return
+
+    def _on_turn(self) -> bool:
+        """The producer let the loop turn with bytes queued: let them leave now."""
+        if self._sender is None and not self.finished and self.channel.has_queued:
+            self._sender = asyncio.create_task(self._drain(), name="sluicegate-sender")
+            return True
+        return False
+
+    def _send_or_hand_over(self, chunk: Bytes) -> None:
+        """Send ``chunk``; if the server must wait for the client, finish it in a task."""
         n = chunk.nbytes if type(chunk) is memoryview else len(chunk)
-        buffered = channel.buffered
+        self._account(n)
+        step = self._send_body(chunk, True).__await__()
+        try:
+            waiting_on = step.send(None)
+        except StopIteration:
+            self.channel.release(n)
+            self.metrics.bytes_sent += n
+            return
+        self._sender = asyncio.create_task(
+            self._drain(_Resume(step, waiting_on), n), name="sluicegate-sender"
+        )
+
+    async def _drain(self, blocked: _Resume | None = None, n: int = 0) -> None:
+        """Finish a blocked send, then send whatever is queued, until nothing is."""
+        channel = self.channel
+        try:
+            if blocked is not None:
+                t0 = time.perf_counter()
+                await blocked
+                self.metrics.blocked_seconds += time.perf_counter() - t0
+                channel.release(n)
+                self.metrics.bytes_sent += n
+            await self._commit()
+            while not self.finished and (chunk := channel.take(self.max_message)) is not None:
+                await self._send(chunk, not (self.ended and not channel.has_queued))
+        except BaseException as exc:
+            # Wake a producer waiting for room: it must stop, with this error.
+            channel.close(exc if isinstance(exc, Exception) else None)
+            raise
+        finally:
+            self._sender = None
+
+    async def _finish(self) -> None:
+        """The producer ended: send what is left and the end of the body."""
+        channel = self.channel
+        while self._sender is not None:
+            await self._stop_sender(wait=True)
+        if channel.closed and channel.error is not None:
+            raise channel.error
+        await self._commit()
+        while not self.finished and (chunk := channel.take(self.max_message)) is not None:
+            await self._send(chunk, channel.has_queued)
+        if not self.finished:
+            await self._send_body(b"", False)
+            self.finished = True
+
+    async def _stop_sender(self, *, wait: bool = False) -> None:
+        """Wait for (``wait``) or cancel the sender task; raise its error if it failed."""
+        sender = self._sender
+        if sender is None:
+            return
+        if not wait and not sender.done():
+            sender.cancel()
+        try:
+            await sender
+        except asyncio.CancelledError:
+            if wait or not sender.cancelled():
+                raise
+        finally:
+            if self._sender is sender:
+                self._sender = None
+
+    # -- shared ------------------------------------------------------------------------
+
+    async def _commit(self) -> None:
+        """Send the head once; whoever comes second waits until it has gone."""
+        head = self._head
+        if head is not None:
+            if not head.done():
+                await head
+            return
+        self.started = True
+        head = self._head = asyncio.get_running_loop().create_future()
+        size = self.size
+        if size is None and self.ended and self.channel.error is None:
+            # The whole body is already here: say how long it is.
+            size = self.channel.buffered
+        try:
+            await self._start(size)
+        finally:
+            head.set_result(None)
+
+    def _account(self, n: int) -> None:
+        metrics = self.metrics
+        buffered = self.channel.buffered
         if buffered > metrics.peak_buffered:
             metrics.peak_buffered = buffered
         metrics.bytes_buffered = buffered
-        # Fold the end into the last message when it is already known.
-        more = not channel.exhausted or channel.error is not None
-        t0 = perf()
-        await send_body(chunk, more)
-        metrics.blocked_seconds += perf() - t0
-        release(n)
-        metrics.bytes_sent += n
-        if gone() or not more:
-            return
-        chunk = channel.take(max_message)
-        if chunk is None:
-            chunk = await next_message(channel, max_message)
-    await send_body(b"", False)
+
+    async def _send(self, chunk: Bytes, more: bool) -> None:
+        n = chunk.nbytes if type(chunk) is memoryview else len(chunk)
+        self._account(n)
+        t0 = time.perf_counter()
+        await self._send_body(chunk, more)
+        self.metrics.blocked_seconds += time.perf_counter() - t0
+        self.channel.release(n)
+        self.metrics.bytes_sent += n
+        if not more:
+            self.finished = True
+
+
+class _Resume:
+    """Await the rest of an awaitable that was already stepped once by hand.
+
+    The pump starts ``send()`` without awaiting it, to learn whether the server takes
+    the message at once; when it does not, this hands the half-run step to a task.
+    """
+
+    __slots__ = ("_first", "_step")
+
+    def __init__(self, step: Generator[Any, Any, Any], first: Any) -> None:
+        self._step = step
+        self._first = first
+
+    def __await__(self) -> Generator[Any, Any, Any]:
+        step = self._step
+        value = self._first
+        while True:
+            try:
+                sent = yield value
+            except BaseException as exc:  # cancellation, mostly: pass it in
+                try:
+                    value = step.throw(exc)
+                except StopIteration as stop:
+                    return stop.value
+            else:
+                try:
+                    value = step.send(sent)
+                except StopIteration as stop:
+                    return stop.value

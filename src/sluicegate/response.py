@@ -39,8 +39,8 @@ from sluicegate.channel import DEFAULT_LIMIT, Bytes, Channel
 from sluicegate.errors import ClientDisconnected, ConfigError
 from sluicegate.metrics import REGISTRY, StreamMetrics, StreamState
 from sluicegate.problem import send_problem
-from sluicegate.pump import MAX_MESSAGE, Producer, next_message, pump
-from sluicegate.sources import ChannelSource, Content, Source, as_source
+from sluicegate.pump import MAX_MESSAGE, Producer, Pump
+from sluicegate.sources import AsyncIterSource, ChannelSource, Content, Source, as_source
 
 logger = logging.getLogger("sluicegate")
 
@@ -120,68 +120,80 @@ class StreamResponse(Response):
         metrics = self.metrics = REGISTRY.open(scope.get("path", ""))
         producer = Producer(source, channel, metrics)
         state: StreamState = "failed"
-        stream = _Stream(receive, producer)
         try:
             if scope.get("method") == "HEAD":
                 await self._send_start(send, source.size)
                 await send({"type": "http.response.body", "body": b"", "more_body": False})
                 state = "completed"
-                return
-            producer.start()
-            stream.watch()
-            try:
-                first = await next_message(channel, self.max_message)
-            except ClientDisconnected:
-                state = "client_gone"
-                return
-            except Exception as exc:
-                logger.exception("producer failed before the first chunk of %s", scope.get("path"))
-                await send_problem(
-                    send,
-                    500,
-                    "Internal Server Error",
-                    "the response failed before any of it was sent",
-                    error=type(exc).__name__,
-                )
-                return
-            size = source.size
-            if size is None and first is not None and channel.exhausted and channel.error is None:
-                # The whole body is already here: say how long it is.
-                size = first.nbytes if isinstance(first, memoryview) else len(first)
-            await self._send_start(send, size)
-
-            async def send_body(body: Bytes, more: bool) -> None:
-                try:
-                    await send({"type": "http.response.body", "body": body, "more_body": more})
-                except OSError as exc:  # ASGI 2.4: send() raises once the client is gone
-                    raise ClientDisconnected("the client went away") from exc
-
-            try:
-                await pump(
-                    channel,
-                    send_body,
-                    metrics,
-                    first,
-                    max_message=self.max_message,
-                    gone=stream.is_gone,
-                )
-            except ClientDisconnected:
-                state = "client_gone"
-                return
-            state = "client_gone" if stream.gone else "completed"
-        except BaseException as exc:
-            if stream.gone or isinstance(exc, ClientDisconnected):
-                state = "client_gone"
-                return
-            # After the commit the only honest signal left is an incomplete body:
-            # re-raising makes the server close the connection without the last chunk.
-            exc.add_note(f"sluicegate: response aborted after {metrics.bytes_sent} bytes")
-            raise
+            else:
+                state = await self._stream(scope, receive, send, source, channel, producer)
         finally:
-            await stream.close()
+            await producer.stop()
             REGISTRY.close(metrics, state)
         if self.background is not None:
             await self.background()
+
+    async def _stream(
+        self,
+        scope: Scope,
+        receive: Receive,
+        send: Send,
+        source: Source,
+        channel: Channel,
+        producer: Producer,
+    ) -> StreamState:
+        async def start(size: int | None) -> None:
+            await self._send_start(send, size)
+
+        async def send_body(body: Bytes, more: bool) -> None:
+            try:
+                await send({"type": "http.response.body", "body": body, "more_body": more})
+            except OSError as exc:  # ASGI 2.4: send() raises once the client is gone
+                raise ClientDisconnected("the client went away") from exc
+
+        assert self.metrics is not None
+        pump = Pump(
+            channel,
+            start,
+            send_body,
+            self.metrics,
+            size=source.size,
+            max_message=self.max_message,
+        )
+        if isinstance(source, AsyncIterSource):
+            # The common case runs the producer inside the pump: see pump.py.
+            work = pump.run_iterator(source.iterator(), self.charset)
+        else:
+            producer.start()
+            work = pump.run_channel()
+        task = asyncio.create_task(work, name="sluicegate-pump")
+        watcher = asyncio.create_task(_watch(receive, channel, task), name="sluicegate-watch")
+        try:
+            await task
+            return "completed"
+        except (asyncio.CancelledError, ClientDisconnected):
+            current = asyncio.current_task()
+            if current is not None and current.cancelling():
+                raise  # we are being cancelled ourselves (server shutdown)
+            return "client_gone"
+        except Exception as exc:
+            if pump.started:
+                # After the commit the only honest signal left is an incomplete body:
+                # re-raising makes the server close the connection without the last chunk.
+                exc.add_note(f"sluicegate: response aborted after {pump.metrics.bytes_sent} bytes")
+                raise
+            logger.exception("producer failed before the first chunk of %s", scope.get("path"))
+            await send_problem(
+                send,
+                500,
+                "Internal Server Error",
+                "the response failed before any of it was sent",
+                error=type(exc).__name__,
+            )
+            return "failed"
+        finally:
+            watcher.cancel()
+            await asyncio.gather(watcher, return_exceptions=True)
 
     async def _send_start(self, send: Send, size: int | None) -> None:
         headers = self.raw_headers
@@ -191,39 +203,18 @@ class StreamResponse(Response):
         await send({"type": "http.response.start", "status": self.status_code, "headers": headers})
 
 
-class _Stream:
-    """Watches for the client leaving, and stops the producer when it does."""
-
-    def __init__(self, receive: Receive, producer: Producer) -> None:
-        self._receive = receive
-        self._producer = producer
-        self._watcher: asyncio.Task[None] | None = None
-        self.gone = False
-
-    def is_gone(self) -> bool:
-        return self.gone
-
-    def watch(self) -> None:
-        self._watcher = asyncio.create_task(self._watch(), name="sluicegate-disconnect")
-
-    async def _watch(self) -> None:
-        while True:
-            message: Message = await self._receive()
-            if message["type"] == "http.disconnect":
-                break
-        self.gone = True
-        # Failing the channel wakes a sender waiting for data; cancelling the
-        # producer runs its cleanup now, not when it next tries to produce.
-        self._producer.channel.close(ClientDisconnected("the client went away"))
-        await self._producer.stop()
-
-    async def close(self) -> None:
-        watcher = self._watcher
-        if watcher is not None and not watcher.done():
-            if not self.gone:
-                watcher.cancel()
-            await asyncio.gather(watcher, return_exceptions=True)
-        await self._producer.stop()
+async def _watch(receive: Receive, channel: Channel, pump: asyncio.Task[None]) -> None:
+    """Wait for the client to leave; then stop the pump and fail the channel."""
+    while True:
+        message: Message = await receive()
+        if message["type"] == "http.disconnect":
+            break
+    if pump.done():
+        return  # the response was complete; servers say "disconnect" after that
+    # Failing the channel stops a producer thread at its next put; cancelling the
+    # pump stops the iterator and the sends now, not when they next look.
+    channel.close(ClientDisconnected("the client went away"))
+    pump.cancel()
 
 
 def _is_source(obj: Any) -> bool:

@@ -91,9 +91,14 @@ class AsyncIterSource:
         self._charset = charset
         self.size = size
 
+    def iterator(self) -> AsyncIterator[Any]:
+        """The iterator to pull from; ``aclose()`` closes this one."""
+        if self._iterator is None:
+            self._iterator = aiter(self._iterable)
+        return self._iterator
+
     async def run(self, channel: Channel) -> None:
-        self._iterator = aiter(self._iterable)
-        await channel.fill(self._iterator, self._charset)
+        await channel.fill(self.iterator(), self._charset)
 
     async def aclose(self) -> None:
         it = self._iterator if self._iterator is not None else self._iterable

@@ -21,8 +21,8 @@ from sluicegate.client.resume import (
 )
 from sluicegate.client.schedule import Event, ScheduleCursor, parse_schedule
 from sluicegate.client.swarm import allocate, is_loopback, parse_mix, percentile
-from sluicegate.units import parse_duration, parse_rate, parse_size
 from sluicegate.errors import ConfigError
+from sluicegate.units import parse_duration, parse_rate, parse_size
 
 # -- units ---------------------------------------------------------------------------
 

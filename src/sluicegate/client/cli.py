@@ -15,6 +15,7 @@ import click
 
 from sluicegate.client.fetch import ExitCode, FetchCounters, FetchResult, fetch
 from sluicegate.client.swarm import SwarmResult, check_target, parse_mix, swarm
+from sluicegate.errors import ConfigError
 from sluicegate.units import (
     format_duration,
     format_size,
@@ -22,7 +23,6 @@ from sluicegate.units import (
     parse_rate,
     parse_size,
 )
-from sluicegate.errors import ConfigError
 
 __all__ = ["fetch_command", "swarm_command"]
 

@@ -39,7 +39,6 @@ from sluicegate.client.digests import format_sha256, parse_sha256
 from sluicegate.client.ratelimit import TokenBucket, default_rcvbuf, read_size_for
 from sluicegate.client.resume import PartMeta, plan_response, request_headers
 from sluicegate.client.schedule import Event, Schedule, ScheduleCursor, parse_schedule
-from sluicegate.units import parse_rate
 from sluicegate.errors import (
     ConfigError,
     DigestMismatch,
@@ -47,6 +46,7 @@ from sluicegate.errors import (
     HTTPStatusError,
     IncompleteTransfer,
 )
+from sluicegate.units import parse_rate
 
 __all__ = ["ExitCode", "FetchCounters", "FetchResult", "fetch", "parse_url"]
 

@@ -24,8 +24,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Literal
 
-from sluicegate.units import parse_duration, parse_rate
 from sluicegate.errors import ConfigError
+from sluicegate.units import parse_duration, parse_rate
 
 __all__ = ["Event", "Schedule", "ScheduleCursor", "parse_schedule"]
 

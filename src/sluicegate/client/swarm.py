@@ -31,8 +31,8 @@ from typing import Any, Literal
 
 from sluicegate.client.fetch import ExitCode, FetchCounters, FetchResult, fetch, parse_url
 from sluicegate.client.schedule import Event, Schedule
-from sluicegate.units import parse_rate
 from sluicegate.errors import ConfigError
+from sluicegate.units import parse_rate
 
 __all__ = [
     "ClassStats",
