@@ -6,6 +6,8 @@ import asyncio
 import os
 import signal
 import sqlite3
+import subprocess
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -257,3 +259,38 @@ async def test_unknown_ids_do_not_wait_the_whole_settle_timeout(tmp_path: Path) 
         with pytest.raises(UnknownTransfer):
             await ledger.receipt("D" * 22, 1, digest_of(b""))
         assert time.monotonic() - start < 10  # a short grace, not 30 s
+
+
+WORKER = """
+import asyncio, sys
+from sluicegate.ledger import SQLiteLedger
+
+async def main():
+    async with SQLiteLedger(sys.argv[1], commit_delay=0.001) as ledger:
+        for i in range(100):
+            tid = await ledger.begin("GET", "/w")
+            await ledger.progress(tid, i)
+            await ledger.finish(tid, "completed", i)
+
+asyncio.run(main())
+"""
+
+
+def test_several_worker_processes_share_one_file(tmp_path: Path) -> None:
+    db = tmp_path / "l.db"  # created by whichever worker gets there first
+    workers = [
+        subprocess.Popen([sys.executable, "-c", WORKER, str(db)], stderr=subprocess.PIPE)
+        for _ in range(3)
+    ]
+    try:
+        errors = [w.communicate(timeout=60)[1] for w in workers]
+    finally:
+        for w in workers:
+            if w.poll() is None:
+                w.kill()
+                w.wait(5)
+    assert [w.returncode for w in workers] == [0, 0, 0], errors
+    with raw(db) as conn:
+        by_state = conn.execute("SELECT state, count(*) FROM transfers GROUP BY state")
+        assert [tuple(row) for row in by_state] == [("completed", 300)]
+        assert conn.execute("SELECT count(*) FROM owners").fetchone()[0] == 0
