@@ -19,6 +19,7 @@ from sluicegate.ledger.model import (
     ErrorInfo,
     InvalidTransition,
     TransferRecord,
+    Verdict,
     describe_error,
     digest_of,
     format_digest,
@@ -277,6 +278,21 @@ def test_verdict_reasons(record: TransferRecord, count: int, digest: str, reason
     assert not verdict.verified
     assert verdict.reason == reason
     assert (receipt is None) == (record.state == "streaming")
+
+
+def test_verdict_json_round_trip() -> None:
+    verdict, _ = judge(completed(), len(BODY), DIGEST, at=102.0)
+    assert Verdict.from_json(json.loads(json.dumps(verdict.to_json()))) == verdict
+    for bad in (
+        {},
+        [],
+        {**verdict.to_json(), "verified": "yes"},
+        {**verdict.to_json(), "state": "paused"},
+        {**verdict.to_json(), "reason": "because"},
+        {**verdict.to_json(), "verified": False},
+    ):
+        with pytest.raises(ValueError):
+            Verdict.from_json(bad)  # type: ignore[arg-type]
 
 
 def test_judge_rejects_malformed_receipts() -> None:

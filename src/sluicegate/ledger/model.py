@@ -272,6 +272,25 @@ class Verdict:
             "detail": self.detail,
         }
 
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> Verdict:
+        """Parse the receipt endpoint's answer, e.g. in a client.
+
+        Raises :class:`ValueError` if ``data`` is not a well-formed verdict.
+        """
+        try:
+            verified, state, reason = data["verified"], data["state"], data["reason"]
+            detail = data.get("detail", "")
+        except (KeyError, TypeError) as exc:
+            raise ValueError(f"malformed verdict: {exc!r}") from None
+        if not isinstance(verified, bool) or not isinstance(detail, str):
+            raise ValueError("malformed verdict")
+        if state not in STATES or reason not in get_args(VerdictReason):
+            raise ValueError(f"unknown state or reason: {state!r}, {reason!r}")
+        if verified != (reason == "verified"):
+            raise ValueError("verified and reason disagree")
+        return cls(verified, state, reason, detail)
+
 
 @dataclass(frozen=True, slots=True)
 class Receipt:
