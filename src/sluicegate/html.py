@@ -407,10 +407,10 @@ class HTMLStream(StreamResponse):
 
     async def _body(self) -> AsyncIterator[object]:  # str fragments and FLUSH
         yield self.head
+        # The head is its own message, never coalesced with the first section: it leaves
+        # as soon as that section awaits anything (a render that blocks the event loop
+        # would hold it back, as it holds back everything else).
         yield FLUSH
-        # One turn of the loop lets the sender put the head on the wire before any
-        # section code runs, even a render that starts with synchronous work.
-        await asyncio.sleep(0)
         if self.concurrency == 1:
             for index in range(len(self.sections)):
                 yield await self._render(index)
