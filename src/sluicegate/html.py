@@ -31,13 +31,14 @@ got is honest: the page it describes is the one it received::
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import html
 import logging
 import math
 import random
 import time
 from collections import deque
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
@@ -416,12 +417,16 @@ class HTMLStream(StreamResponse):
                 yield await self._render(index)
                 self.outcomes[index].written = True
         else:
-            async for index, fragment in self._render_ahead():
-                yield fragment
-                self.outcomes[index].written = True
+            # aclosing: when this generator is closed while parked at its yield (a slow
+            # client, then a disconnect), `async for` alone would leave the inner one,
+            # and the renders it started, to the garbage collector.
+            async with contextlib.aclosing(self._render_ahead()) as fragments:
+                async for index, fragment in fragments:
+                    yield fragment
+                    self.outcomes[index].written = True
         yield self.tail
 
-    async def _render_ahead(self) -> AsyncIterator[tuple[int, str]]:
+    async def _render_ahead(self) -> AsyncGenerator[tuple[int, str], None]:
         """Render up to ``concurrency`` sections ahead, yield them in page order."""
         pending: deque[asyncio.Task[str]] = deque()
         count = len(self.sections)

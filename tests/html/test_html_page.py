@@ -319,3 +319,45 @@ def test_bad_page_arguments_are_config_errors(build: Any, message: str) -> None:
 def test_section_name_defaults_to_the_render_function() -> None:
     assert Section(_render).name == "_render"
     assert Section(_render, name="sidebar").name == "sidebar"
+
+
+async def test_disconnect_while_a_written_section_waits_for_room_cancels_renders_ahead() -> None:
+    # The page's generator is parked at a yield (backpressure), not at an await of a
+    # render: closing it must still cancel the sections rendering ahead.
+    cancelled: list[int] = []
+
+    def hanging(i: int) -> Any:
+        async def render() -> str:
+            try:
+                await asyncio.sleep(3600)
+            except asyncio.CancelledError:
+                cancelled.append(i)
+                raise
+            return "never"
+
+        return render
+
+    async def big() -> str:
+        return "<p>" + "x" * 100_000 + "</p>"
+
+    ex = Exchange()
+
+    async def on_send(message: dict[str, Any]) -> None:
+        if len(message.get("body", b"")) > 1000:  # part of the big section: leave
+            ex.disconnect.set()
+            await asyncio.sleep(0.05)
+
+    ex.on_send = on_send
+    page = HTMLStream(
+        HEAD,
+        [Section(big), *(Section(hanging(i)) for i in range(1, 4))],
+        tail=TAIL,
+        retry=Retry(times=1, timeout=None),
+        concurrency=4,
+        high_water_mark=4096,
+    )
+    await asyncio.wait_for(call(page, exchange=ex), 5)
+    assert not ex.complete
+    assert sorted(cancelled) == [1, 2, 3]
+    leftovers = [t for t in asyncio.all_tasks() if t.get_name().startswith("sluicegate-html")]
+    assert leftovers == []
