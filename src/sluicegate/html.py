@@ -331,8 +331,9 @@ class HTMLStream(StreamResponse):
     """A head-first HTML page: ``head``, then each section in order, then ``tail``.
 
     ``head`` (doctype, ``<head>`` with its links and resource hints, the opening
-    ``<body>``) leaves as its own message before any section is even called, so the
-    browser fetches stylesheets and scripts while the body renders. Each section is
+    ``<body>``) is handed over as its own message before any section is called, and
+    leaves at the first ``await`` of the first section, so the browser fetches
+    stylesheets and scripts while the body renders. Each section is
     awaited under ``retry`` (or its own policy); one that still fails is replaced by
     its fallback and logged on the ``sluicegate.html`` logger. The status stays
     ``status`` (200) because the page the client gets is complete.
