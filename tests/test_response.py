@@ -360,3 +360,39 @@ async def test_works_as_a_starlette_response() -> None:
     assert r.status_code == 200 and r.text == "0\n1\n2\n"
     assert r.headers["x-export"] == "yes"
     assert r.headers["content-type"] == "text/csv; charset=utf-8"
+
+
+async def test_a_big_chunk_is_released_before_the_next_is_made() -> None:
+    import tracemalloc
+
+    size = 8 * 1024 * 1024
+
+    async def big() -> AsyncIterator[bytes]:
+        for i in range(3):
+            await asyncio.sleep(0.01)
+            yield bytes([i + 1]) * size
+
+    received = 0
+
+    async def send(message: dict[str, object]) -> None:
+        nonlocal received
+        body = message.get("body", b"")
+        received += len(body)  # type: ignore[arg-type]
+        await asyncio.sleep(0)  # a client that needs a turn per message
+
+    async def receive() -> dict[str, object]:
+        await asyncio.Event().wait()
+        return {}
+
+    scope = {"type": "http", "method": "GET", "path": "/"}
+    tracemalloc.start()
+    try:
+        tracemalloc.reset_peak()
+        base = tracemalloc.get_traced_memory()[0]
+        await StreamResponse(big())(scope, receive, send)
+        peak = tracemalloc.get_traced_memory()[1] - base
+    finally:
+        tracemalloc.stop()
+    assert received == 3 * size
+    # One chunk plus the budget, never two chunks (the article's drain holds two).
+    assert peak < 1.5 * size, peak

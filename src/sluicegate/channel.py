@@ -196,6 +196,9 @@ class Channel:
             if self.buffered >= limit:
                 if self.closed:
                     raise ChannelClosed("the stream has ended; nothing more can be written")
+                # Drop our reference: a 20 MB chunk must not stay alive while the
+                # producer makes the next one.
+                chunk = None
                 await wait()
                 if self.closed:
                     return

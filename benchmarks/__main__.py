@@ -1,0 +1,112 @@
+"""Run every benchmark and write ``BENCHMARKS.md``: ``python -m benchmarks [--quick|--full]``.
+
+Figures are medians of repeated runs made side by side in this one invocation, so
+that their ratios mean something on a noisy machine; absolute numbers do not travel.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import platform
+import subprocess
+import sys
+from pathlib import Path
+
+import psutil
+
+from benchmarks import engine
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def machine() -> str:
+    cpu = "unknown CPU"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    import uvicorn
+
+    return (
+        f"{cpu}, {psutil.cpu_count()} cores, {psutil.virtual_memory().total / 2**30:.0f} GiB, "
+        f"{platform.system()} {platform.release()}, Python {platform.python_version()}, "
+        f"uvicorn {uvicorn.__version__} (httptools, uvloop)"
+    )
+
+
+def table(res: engine.Result, baseline: str, fmt: str = "{:,.2f}") -> list[str]:
+    lines = [f"### {res.name}", "", f"| variant | {res.unit} (median) | runs | vs {baseline} |"]
+    lines.append("|---|---:|---|---:|")
+    base = res.values[baseline]
+    for name, value in res.values.items():
+        runs = ", ".join(fmt.format(r) for r in res.runs[name])
+        ratio = value / base if base else float("nan")
+        lines.append(f"| {name} | {fmt.format(value)} | {runs} | {ratio:.2f}x |")
+    lines += [""] + [f"{note}" for note in res.notes] + [""]
+    return lines
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__)
+    ap.add_argument("--quick", action="store_true", help="smaller runs, for trying things out")
+    ap.add_argument("--full", action="store_true", help="the article's 20 chunks in (c)")
+    ap.add_argument("--repeat", type=int, default=3)
+    ap.add_argument("-o", "--output", default=str(ROOT / "BENCHMARKS.md"))
+    args = ap.parse_args(argv)
+    repeat = max(3, args.repeat) if not args.quick else 1
+    total = 2 * 1024 * engine.MiB if not args.quick else 256 * engine.MiB
+    rows = 2_000_000 if not args.quick else 200_000
+    chunks = 20 if args.full else (6 if not args.quick else 2)
+
+    started = dt.datetime.now(dt.UTC)
+    out = [
+        "# Benchmarks",
+        "",
+        f"Run {started:%Y-%m-%d %H:%M} UTC with `python -m benchmarks"
+        f"{' --quick' if args.quick else ''}{' --full' if args.full else ''}` on: {machine()}.",
+        "",
+        "Every figure is a median of the runs listed beside it; variants ran interleaved in",
+        "the same invocation against the same uvicorn process, the client in another",
+        "process. `bare` is a hand-written ASGI `send()` loop, `starlette` Starlette's",
+        "`StreamingResponse`, `sluice` sluicegate's `StreamResponse`.",
+        "",
+    ]
+    steps = [
+        ("throughput", lambda: table(engine.throughput(repeat, total), "bare")),
+        (
+            "async rows",
+            lambda: table(engine.rows(repeat, rows, rows, "async-rows"), "starlette", "{:,.0f}"),
+        ),
+        (
+            "sync rows",
+            lambda: table(
+                engine.rows(repeat, rows, rows // 20, "sync-rows"), "starlette", "{:,.0f}"
+            ),
+        ),
+        ("memory", lambda: table(engine.memory(repeat, chunks), "sluice", "{:,.1f}")),
+        ("probe", lambda: table(engine.probe_overhead(repeat), "without probe")),
+    ]
+    for name, step in steps:
+        print(f"benchmark: {name} ...", file=sys.stderr, flush=True)
+        out += step()
+        Path(args.output).write_text("\n".join(out) + "\n")
+    print("benchmark: ledger ...", file=sys.stderr, flush=True)
+    ledger = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "bench_ledger.py")],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=900,
+    )
+    out += ["### transfer ledger", "", "```", ledger.stdout.strip() or ledger.stderr.strip(), "```"]
+    Path(args.output).write_text("\n".join(out) + "\n")
+    print(f"wrote {args.output}", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
