@@ -144,6 +144,7 @@ class Channel:
         *,
         when_full: Callable[[], Awaitable[None]] | None = None,
         on_turn: Callable[[], bool] | None = None,
+        on_flush: Callable[[], Awaitable[None]] | None = None,
     ) -> None:
         """Put everything ``chunks`` yields, waiting for room before each next pull.
 
@@ -156,6 +157,7 @@ class Channel:
         queued, that is once this task has let go: when the producer waits for
         something, what it made so far can leave. If it returns True (it started a
         sender), the next chunk is held for one turn so that it does not join them.
+        ``on_flush`` is awaited after a :data:`FLUSH`: what came before may leave now.
         """
         loop = self._attach()
         queue = self._queue
@@ -191,6 +193,10 @@ class Channel:
                 self.bytes_in += n
                 if self._data_waiter is not None:
                     self._wake_locked()
+            elif chunk is FLUSH:
+                self.put_nowait(FLUSH)
+                if on_flush is not None:
+                    await on_flush()
             else:
                 self.put_nowait(_encode(chunk, charset))
             if self.buffered >= limit:

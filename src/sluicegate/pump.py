@@ -168,7 +168,11 @@ class Pump:
         """Produce from ``iterator`` in this task and send, overlapping when the client lags."""
         try:
             await self.channel.fill(
-                iterator, charset, when_full=self._make_room, on_turn=self._on_turn
+                iterator,
+                charset,
+                when_full=self._make_room,
+                on_turn=self._on_turn,
+                on_flush=self._flush,
             )
             self.ended = True
             await self._finish()
@@ -214,6 +218,13 @@ class Pump:
             if channel.closed:
                 await self._stop_sender()  # raises the sender's error
                 return
+
+    async def _flush(self) -> None:
+        """The producer asked for what it made to leave now (``FLUSH``)."""
+        if self._sender is None:
+            await self._commit()
+            while self._sender is None and (chunk := self.channel.take(self.max_message)):
+                self._send_or_hand_over(chunk)
 
     def _on_turn(self) -> bool:
         """The producer let the loop turn with bytes queued: let them leave now."""

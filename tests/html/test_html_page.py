@@ -267,8 +267,10 @@ async def test_client_disconnect_cancels_pending_renders(concurrency: int) -> No
     )
     await asyncio.wait_for(call(page, exchange=ex), 5)
     assert not ex.complete
-    assert started == list(range(concurrency))
-    assert sorted(cancelled) == started
+    # The head leaves at its FLUSH, so the client may be gone before every render
+    # task has taken its first step; none beyond the concurrency ever starts.
+    assert set(started) <= set(range(concurrency))
+    assert sorted(cancelled) == sorted(started)
     assert not [o for o in page.outcomes if o.written]
     # No render task outlives the response.
     leftovers = [t for t in asyncio.all_tasks() if t.get_name().startswith("sluicegate-html")]
