@@ -225,6 +225,10 @@ class Spool:
             return None
         return TransferStatus(t.id, t.state, t.spooled, t.size, t.resume_url)
 
+    def transfers(self) -> list[TransferStatus]:
+        """Every transfer this spool still holds, oldest first."""
+        return [s for s in map(self.status, list(self._transfers)) if s is not None]
+
     def sweep(self, now: float | None = None) -> int:
         """Remove expired transfers and stop writers detached for longer than ``ttl``."""
         now = time.monotonic() if now is None else now

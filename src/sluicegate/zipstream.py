@@ -76,6 +76,8 @@ class ZipMember:
         identity: What distinguishes this content from other content of the same
             name, size and mtime (device/inode for files); part of the archive ETag.
         mode: Unix permission bits stored in the central directory.
+        cache_key: Key of this content's CRC in a :class:`CrcCache` (files: path,
+            device, inode, size, mtime), or ``None`` to not cache it.
     """
 
     name: str
@@ -85,6 +87,7 @@ class ZipMember:
     crc32: int | None = None
     identity: str = ""
     mode: int = 0o644
+    cache_key: tuple[object, ...] | None = None
 
     @classmethod
     def from_path(cls, path: str | os.PathLike[str], name: str | None = None) -> ZipMember:
@@ -107,6 +110,7 @@ class ZipMember:
             crc32=_CACHE.get(key),
             identity=identity,
             mode=stat.S_IMODE(st.st_mode),
+            cache_key=key,
         )
 
     @classmethod
@@ -154,7 +158,6 @@ class _FileReader:
     def __init__(self, path: str, st: os.stat_result) -> None:
         self.path = path
         self.st = st
-        self.key = (path, st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
 
     def __call__(self, offset: int) -> Iterator[bytes]:
         st = self.st
@@ -353,7 +356,7 @@ class ZipStream:
         if known is not None:
             return known
         m = self.layout.members[i]
-        key = m.read.key if isinstance(m.read, _FileReader) else None
+        key = m.cache_key
         crc = self._cache.get(key) if key is not None else None
         if crc is None:
             crc, seen = 0, 0

@@ -86,8 +86,14 @@ class CutOnce:
         self.cut_at = cut_at
         self.path_prefix = path_prefix
         self.cut = False
+        self.fired = False
+        #: (method, path, Range header or None) of every request, in order.
+        self.requests: list[tuple[str, str, str | None]] = []
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] == "http":
+            ranges = [v.decode() for k, v in scope["headers"] if k == b"range"]
+            self.requests.append((scope["method"], scope["path"], ranges[0] if ranges else None))
         if (
             scope["type"] != "http"
             or self.cut
@@ -101,11 +107,14 @@ class CutOnce:
 
         async def cutting_send(message: dict[str, Any]) -> None:
             nonlocal sent
+            if self.fired:
+                raise Cut("already cut")  # nothing more reaches the client
             if message["type"] == "http.response.body":
                 body = bytes(message.get("body", b""))
                 if sent + len(body) >= self.cut_at:
                     piece = body[: self.cut_at - sent]
                     await send({"type": "http.response.body", "body": piece, "more_body": True})
+                    self.fired = True
                     raise Cut("cut by the test")
                 sent += len(body)
             await send(message)
