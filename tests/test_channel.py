@@ -185,3 +185,13 @@ def test_any_chunk_sizes_come_out_identical_within_budget(
     assert bytes(out) == b"".join(chunks)
     assert ch.buffered == 0 and ch.bytes_in == ch.bytes_out == len(out)
     assert FLUSH is not None
+
+
+async def test_close_wakes_a_producer_waiting_for_room() -> None:
+    ch = Channel(10)
+    ch.put_nowait(b"x" * 10)
+    waiting = asyncio.create_task(ch.wait_room())
+    await asyncio.sleep(0.01)
+    assert not waiting.done()
+    ch.close(RuntimeError("reader gone"))
+    await asyncio.wait_for(waiting, 1)

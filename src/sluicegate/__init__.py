@@ -31,22 +31,34 @@ from sluicegate.errors import (
     UnknownTransfer,
 )
 from sluicegate.metrics import StreamMetrics
-from sluicegate.response import StreamResponse
+from sluicegate.pump import SendGuard
+from sluicegate.response import (
+    Admission,
+    Defaults,
+    GuardPolicy,
+    Refusal,
+    StreamResponse,
+    Ticket,
+    defaults,
+)
 from sluicegate.sources import PullSource, Source
 
 __version__ = "0.1.0"
 
 __all__ = [
     "FLUSH",
+    "Admission",
     "Channel",
     "ChannelClosed",
     "ChannelFull",
     "Chunk",
     "ClientDisconnected",
     "ConfigError",
+    "Defaults",
     "DigestMismatch",
     "DoctorError",
     "FetchError",
+    "GuardPolicy",
     "HTTPStatusError",
     "IncompleteTransfer",
     "LedgerError",
@@ -54,12 +66,16 @@ __all__ = [
     "Policy",
     "ProducerFailed",
     "PullSource",
+    "Refusal",
+    "SendGuard",
     "SluicegateError",
     "Source",
     "StreamError",
     "StreamMetrics",
     "StreamResponse",
     "StreamTimedOut",
+    "Ticket",
     "UnknownTransfer",
     "__version__",
+    "defaults",
 ]

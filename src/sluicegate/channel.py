@@ -243,6 +243,15 @@ class Channel:
             self.error = error
             self._room.notify_all()
             self._wake_locked()
+            # A producer awaiting room must learn that there will never be any.
+            waiter = self._room_waiter
+            if waiter is not None:
+                self._room_waiter = None
+                if threading.get_ident() == self._loop_thread:
+                    if not waiter.done():
+                        waiter.set_result(None)
+                elif self._loop is not None:
+                    self._loop.call_soon_threadsafe(_resolve, waiter)
 
     def _put_locked(self, chunk: Bytes | _Flush) -> None:
         if self.closed:

@@ -41,10 +41,16 @@ def problem_response(
 
 
 async def send_problem(
-    send: Send, status: int, title: str, detail: str | None = None, **extra: Any
+    send: Send,
+    status: int,
+    title: str,
+    detail: str | None = None,
+    headers: dict[str, str] | None = None,
+    **extra: Any,
 ) -> None:
     """Send a whole problem response through an ASGI ``send``."""
     body = problem_body(status, title, detail, **extra)
-    headers = [(b"content-type", MEDIA_TYPE.encode()), (b"content-length", b"%d" % len(body))]
-    await send({"type": "http.response.start", "status": status, "headers": headers})
+    raw = [(b"content-type", MEDIA_TYPE.encode()), (b"content-length", b"%d" % len(body))]
+    raw += [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in (headers or {}).items()]
+    await send({"type": "http.response.start", "status": status, "headers": raw})
     await send({"type": "http.response.body", "body": body, "more_body": False})

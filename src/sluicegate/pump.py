@@ -37,9 +37,10 @@ import asyncio
 import contextlib
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Generator
-from typing import Any, Final
+from typing import Any, Final, Protocol
 
 from sluicegate.channel import Bytes, Channel
+from sluicegate.errors import StreamTimedOut
 from sluicegate.metrics import REGISTRY, StreamMetrics
 from sluicegate.sources import ChannelSource, Source
 
@@ -123,6 +124,24 @@ async def next_message(channel: Channel, max_message: int) -> Bytes | None:
 
 StartResponse = Callable[[int | None], Awaitable[None]]
 
+
+class SendGuard(Protocol):
+    """Decides when a slow reader has held a stream too long (see :mod:`sluicegate.guard`).
+
+    The pump tells it about every message the server accepted and asks it for a
+    deadline whenever a ``send()`` has to wait for the client.
+    """
+
+    def accepted(self, now: float, nbytes: int, waited: float) -> None:
+        """``nbytes`` were accepted at ``now`` after waiting ``waited`` s for the client."""
+
+    def deadline(self, now: float) -> float | None:
+        """The monotonic time by which a waiting ``send()`` must finish, or None."""
+
+    def verdict(self, now: float) -> str | None:
+        """Why the stream must be cut now (a short sentence), or None to go on."""
+
+
 # A pump that never has to wait would keep the event loop to itself for a whole
 # download; it lets other tasks in after this many messages.
 _YIELD_EVERY = 16
@@ -145,8 +164,10 @@ class Pump:
         *,
         size: int | None = None,
         max_message: int = MAX_MESSAGE,
+        guard: SendGuard | None = None,
     ) -> None:
         self.channel = channel
+        self.guard = guard
         self._start = start
         self._send_body = send_body
         self.metrics = metrics
@@ -243,6 +264,8 @@ class Pump:
         except StopIteration:
             self.channel.release(n)
             self.metrics.bytes_sent += n
+            if self.guard is not None:
+                self._judge(n, 0.0)
             return
         self._sender = asyncio.create_task(
             self._drain(_Resume(step, waiting_on), n), name="sluicegate-sender"
@@ -253,11 +276,7 @@ class Pump:
         channel = self.channel
         try:
             if blocked is not None:
-                t0 = time.perf_counter()
-                await blocked
-                self.metrics.blocked_seconds += time.perf_counter() - t0
-                channel.release(n)
-                self.metrics.bytes_sent += n
+                await self._wait_for_client(blocked, n)
             await self._commit()
             while not self.finished and (chunk := channel.take(self.max_message)) is not None:
                 await self._send(chunk, not (self.ended and not channel.has_queued))
@@ -328,13 +347,45 @@ class Pump:
     async def _send(self, chunk: Bytes, more: bool) -> None:
         n = chunk.nbytes if type(chunk) is memoryview else len(chunk)
         self._account(n)
-        t0 = time.perf_counter()
-        await self._send_body(chunk, more)
-        self.metrics.blocked_seconds += time.perf_counter() - t0
-        self.channel.release(n)
-        self.metrics.bytes_sent += n
+        await self._wait_for_client(self._send_body(chunk, more), n)
         if not more:
             self.finished = True
+
+    async def _wait_for_client(self, sending: Awaitable[None], n: int) -> None:
+        """Await a send of ``n`` bytes, within the guard's deadline if there is one."""
+        guard = self.guard
+        t0 = time.monotonic()
+        if guard is None:
+            await sending
+        else:
+            try:
+                async with asyncio.timeout_at(_loop_time(guard.deadline(t0), t0)):
+                    await sending
+            except TimeoutError:
+                reason = guard.verdict(time.monotonic()) or "the client accepted nothing in time"
+                raise StreamTimedOut(reason) from None
+        waited = time.monotonic() - t0
+        self.metrics.blocked_seconds += waited
+        self.channel.release(n)
+        self.metrics.bytes_sent += n
+        if guard is not None:
+            self._judge(n, waited)
+
+    def _judge(self, n: int, waited: float) -> None:
+        guard = self.guard
+        assert guard is not None
+        now = time.monotonic()
+        guard.accepted(now, n, waited)
+        reason = guard.verdict(now)
+        if reason is not None:
+            raise StreamTimedOut(reason)
+
+
+def _loop_time(deadline: float | None, now: float) -> float | None:
+    """A ``time.monotonic()`` deadline in the event loop's clock."""
+    if deadline is None:
+        return None
+    return asyncio.get_running_loop().time() + (deadline - now)
 
 
 class _Resume:

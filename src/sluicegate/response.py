@@ -28,21 +28,74 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Mapping
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, Protocol
 
 from starlette.background import BackgroundTask
 from starlette.responses import Response
 from starlette.types import Message, Receive, Scope, Send
 
 from sluicegate.channel import DEFAULT_LIMIT, Bytes, Channel
-from sluicegate.errors import ClientDisconnected, ConfigError
+from sluicegate.errors import ClientDisconnected, ConfigError, StreamTimedOut
 from sluicegate.metrics import REGISTRY, StreamMetrics, StreamState
 from sluicegate.problem import send_problem
-from sluicegate.pump import MAX_MESSAGE, Producer, Pump
+from sluicegate.pump import MAX_MESSAGE, Producer, Pump, SendGuard
 from sluicegate.sources import AsyncIterSource, ChannelSource, Content, Source, as_source
 
 logger = logging.getLogger("sluicegate")
+
+
+class GuardPolicy(Protocol):
+    """Makes a fresh :class:`~sluicegate.pump.SendGuard` for each stream."""
+
+    def new(self, now: float) -> SendGuard:
+        """The guard of one stream that starts at ``now`` (``time.monotonic()``)."""
+
+
+class Ticket(Protocol):
+    """An admitted stream's place in the budgets; released when the stream ends."""
+
+    def release(self) -> None:
+        """Give the place back."""
+
+
+@dataclass(frozen=True, slots=True)
+class Refusal:
+    """Why a stream was not admitted, and when to try again."""
+
+    reason: str
+    retry_after: float
+
+
+class Admission(Protocol):
+    """Admits a new stream or refuses it before anything is produced (a 503)."""
+
+    def admit(self, scope: Scope) -> Ticket | Refusal:
+        """A ticket to stream, or a refusal."""
+
+
+@dataclass(slots=True)
+class Defaults:
+    """App-wide defaults for every :class:`StreamResponse` that does not set its own.
+
+    >>> import sluicegate
+    >>> sluicegate.defaults.high_water_mark
+    65536
+    """
+
+    high_water_mark: int = DEFAULT_LIMIT
+    #: slow-reader protection: stall timeout and minimum rate
+    guard: GuardPolicy | None = None
+    #: stream and memory budgets
+    admission: Admission | None = None
+
+
+#: The defaults in force; change their fields at start-up.
+defaults = Defaults()
+
+_UNSET: Any = object()
 
 
 class StreamResponse(Response):
@@ -56,6 +109,11 @@ class StreamResponse(Response):
         producer's current chunk (read-ahead plus the message in flight).
     :param content_length: the body's size when you know it and sluicegate cannot.
     :param max_message: the largest ``http.response.body`` message.
+    :param guard: slow-reader protection (default: ``sluicegate.defaults.guard``);
+        a stream that breaks it is cut like a failure and recorded as ``timed_out``.
+    :param admission: stream and memory budgets (default:
+        ``sluicegate.defaults.admission``); over budget, a ``503`` with
+        ``Retry-After`` is sent before anything is produced.
     """
 
     media_type = "application/octet-stream"
@@ -68,11 +126,15 @@ class StreamResponse(Response):
         media_type: str | None = None,
         background: BackgroundTask | None = None,
         *,
-        high_water_mark: int = DEFAULT_LIMIT,
+        high_water_mark: int | None = None,
         content_length: int | None = None,
         charset: str = "utf-8",
         max_message: int = MAX_MESSAGE,
+        guard: GuardPolicy | None = _UNSET,
+        admission: Admission | None = _UNSET,
     ) -> None:
+        if high_water_mark is None:
+            high_water_mark = defaults.high_water_mark
         if not isinstance(high_water_mark, int) or high_water_mark < 1:
             raise ConfigError(f"high_water_mark must be a positive int, not {high_water_mark!r}")
         if not isinstance(max_message, int) or max_message < 1:
@@ -85,6 +147,8 @@ class StreamResponse(Response):
         self.charset = charset
         self.background = background
         self.high_water_mark = high_water_mark
+        self.guard: GuardPolicy | None = defaults.guard if guard is _UNSET else guard
+        self.admission: Admission | None = defaults.admission if admission is _UNSET else admission
         self.max_message = min(max_message, high_water_mark)
         self.source: Source = (
             content  # type: ignore[assignment]
@@ -120,7 +184,19 @@ class StreamResponse(Response):
         metrics = self.metrics = REGISTRY.open(scope.get("path", ""))
         producer = Producer(source, channel, metrics)
         state: StreamState = "failed"
+        ticket: Ticket | None = None
         try:
+            admitted = self.admission.admit(scope) if self.admission is not None else None
+            if isinstance(admitted, Refusal):
+                await send_problem(
+                    send,
+                    503,
+                    "Service Unavailable",
+                    admitted.reason,
+                    headers={"retry-after": str(max(1, round(admitted.retry_after)))},
+                )
+                return
+            ticket = admitted
             if scope.get("method") == "HEAD":
                 await self._send_start(send, source.size)
                 await send({"type": "http.response.body", "body": b"", "more_body": False})
@@ -130,6 +206,8 @@ class StreamResponse(Response):
         finally:
             await producer.stop()
             REGISTRY.close(metrics, state)
+            if ticket is not None:
+                ticket.release()
         if self.background is not None:
             await self.background()
 
@@ -159,6 +237,7 @@ class StreamResponse(Response):
             self.metrics,
             size=source.size,
             max_message=self.max_message,
+            guard=self.guard.new(time.monotonic()) if self.guard is not None else None,
         )
         if isinstance(source, AsyncIterSource):
             # The common case runs the producer inside the pump: see pump.py.
@@ -171,6 +250,12 @@ class StreamResponse(Response):
         try:
             await task
             return "completed"
+        except StreamTimedOut as exc:
+            # Cut like a failure, but quietly: no traceback for a routine event.
+            # Returning without the last message makes the server close the
+            # connection without the terminating chunk.
+            logger.info("cut a slow reader of %s: %s", scope.get("path"), exc)
+            return "timed_out"
         except (asyncio.CancelledError, ClientDisconnected):
             current = asyncio.current_task()
             if current is not None and current.cancelling():
