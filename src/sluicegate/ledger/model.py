@@ -16,9 +16,7 @@ Every backend validates with these functions, so the rules hold the same everywh
 from __future__ import annotations
 
 import base64
-import binascii
 import datetime as _dt
-import hashlib
 import re
 import secrets
 from collections.abc import Mapping
@@ -26,6 +24,12 @@ from dataclasses import dataclass, replace
 from typing import Any, Final, Literal, TypeGuard, get_args
 
 from sluicegate.errors import ConfigError, LedgerError
+from sluicegate.integrity import (
+    _CANONICAL_SHA256,
+    digest_of,
+    format_digest,
+    parse_digest,
+)
 
 __all__ = [
     "FINAL_STATES",
@@ -105,67 +109,7 @@ def is_transfer_id(value: object) -> TypeGuard[str]:
     return isinstance(value, str) and _ID_RE.fullmatch(value) is not None
 
 
-# -- digests (RFC 9530 ``Content-Digest`` / ``Repr-Digest`` field values) -------------
-
-_DIGEST_SIZES: Final = {"sha-256": 32, "sha-512": 64}
-# One canonical sha-256 member: 32 bytes are 43 base64 characters and one "=".
-_CANONICAL_SHA256 = re.compile(r"sha-256=:[A-Za-z0-9+/]{42}[AEIMQUYcgkosw048]=:")
-_MEMBER_RE = re.compile(r"([a-z*][a-z0-9_.*-]*)=:([A-Za-z0-9+/]*={0,2}):")
-
-
-def format_digest(algorithm: str, raw: bytes) -> str:
-    """Format one digest as an RFC 9530 dictionary member.
-
-    >>> format_digest("sha-256", bytes(32))[:12]
-    'sha-256=:AAA'
-    """
-    if _DIGEST_SIZES.get(algorithm) != len(raw):
-        raise ValueError(f"not a {algorithm} digest: {len(raw)} bytes")
-    return f"{algorithm}=:{base64.b64encode(raw).decode('ascii')}:"
-
-
-def digest_of(data: bytes, algorithm: str = "sha-256") -> str:
-    """The RFC 9530 digest of ``data``.
-
-    >>> digest_of(b"hello")
-    'sha-256=:LPJNul+wow4m6DsqxbninhsWHlwfp0JecwQzYpOLmCQ=:'
-    """
-    if algorithm not in _DIGEST_SIZES:
-        raise ValueError(f"unsupported digest algorithm {algorithm!r}")
-    return format_digest(algorithm, hashlib.new(algorithm.replace("-", ""), data).digest())
-
-
-def parse_digest(value: str) -> dict[str, bytes]:
-    """Parse an RFC 9530 digest field value into ``{algorithm: raw digest}``.
-
-    Only ``sha-256`` and ``sha-512`` count; members with other algorithms (deprecated or
-    insecure ones such as ``md5``) are ignored, as RFC 9530 asks, but at least one must
-    remain. Parameters are not accepted. Raises :class:`ValueError` with the reason.
-
-    >>> parse_digest("sha-256=:" + "A" * 43 + "=:")["sha-256"] == bytes(32)
-    True
-    """
-    if not isinstance(value, str) or not value.strip():
-        raise ValueError("empty digest")
-    digests: dict[str, bytes] = {}
-    for member in value.split(","):
-        m = _MEMBER_RE.fullmatch(member.strip(" \t"))
-        if m is None:
-            raise ValueError("digest is not of the form sha-256=:<base64>:")
-        algorithm, b64 = m.groups()
-        if algorithm not in _DIGEST_SIZES:
-            continue
-        try:
-            # RFC 8941 asks parsers to tolerate missing padding.
-            raw = base64.b64decode(b64 + "=" * (-len(b64) % 4), validate=True)
-        except binascii.Error as exc:
-            raise ValueError(f"bad base64 in {algorithm} digest") from exc
-        if len(raw) != _DIGEST_SIZES[algorithm]:
-            raise ValueError(f"{algorithm} digest must be {_DIGEST_SIZES[algorithm]} bytes")
-        digests[algorithm] = raw
-    if not digests:
-        raise ValueError("no sha-256 or sha-512 digest")
-    return digests
+# -- digests: the helpers live in sluicegate.integrity ---------------------------------
 
 
 def _normal_digest(value: str | None) -> str | None:
