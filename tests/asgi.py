@@ -49,6 +49,7 @@ async def call(
     exchange: Exchange | None = None,
     query: str = "",
     headers: list[tuple[bytes, bytes]] | None = None,
+    extensions: dict[str, Any] | None = None,
 ) -> Exchange:
     """Run ``app`` to the end; the client 'disconnects' when ``exchange.disconnect`` is set."""
     ex = exchange or Exchange()
@@ -61,6 +62,7 @@ async def call(
         "raw_path": path.encode(),
         "query_string": query.encode(),
         "headers": headers or [],
+        "extensions": extensions or {},
     }
     sent_request = False
 

@@ -41,6 +41,7 @@ from typing import Any, Final, Protocol
 
 from sluicegate.channel import Bytes, Channel
 from sluicegate.errors import StreamTimedOut
+from sluicegate.integrity import Digester
 from sluicegate.metrics import REGISTRY, StreamMetrics
 from sluicegate.sources import ChannelSource, Source
 
@@ -165,9 +166,12 @@ class Pump:
         size: int | None = None,
         max_message: int = MAX_MESSAGE,
         guard: SendGuard | None = None,
+        digester: Digester | None = None,
     ) -> None:
         self.channel = channel
         self.guard = guard
+        #: hashes every message as it is handed to the server
+        self.digester = digester
         self._start = start
         self._send_body = send_body
         self.metrics = metrics
@@ -257,7 +261,7 @@ class Pump:
     def _send_or_hand_over(self, chunk: Bytes) -> None:
         """Send ``chunk``; if the server must wait for the client, finish it in a task."""
         n = chunk.nbytes if type(chunk) is memoryview else len(chunk)
-        self._account(n)
+        self._account(chunk)
         step = self._send_body(chunk, True).__await__()
         try:
             waiting_on = step.send(None)
@@ -337,7 +341,9 @@ class Pump:
         finally:
             head.set_result(None)
 
-    def _account(self, n: int) -> None:
+    def _account(self, chunk: Bytes) -> None:
+        if self.digester is not None:
+            self.digester.update(chunk)
         metrics = self.metrics
         buffered = self.channel.buffered
         if buffered > metrics.peak_buffered:
@@ -346,7 +352,7 @@ class Pump:
 
     async def _send(self, chunk: Bytes, more: bool) -> None:
         n = chunk.nbytes if type(chunk) is memoryview else len(chunk)
-        self._account(n)
+        self._account(chunk)
         await self._wait_for_client(self._send_body(chunk, more), n)
         if not more:
             self.finished = True

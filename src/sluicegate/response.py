@@ -39,10 +39,20 @@ from starlette.types import Message, Receive, Scope, Send
 
 from sluicegate.channel import DEFAULT_LIMIT, Bytes, Channel
 from sluicegate.errors import ClientDisconnected, ConfigError, StreamTimedOut
+from sluicegate.failure import OnError, check_policy, final_chunk
+from sluicegate.integrity import Digester, digest_of
+from sluicegate.ledger.base import Ledger
 from sluicegate.metrics import REGISTRY, StreamMetrics, StreamState
 from sluicegate.problem import send_problem
 from sluicegate.pump import MAX_MESSAGE, Producer, Pump, SendGuard
-from sluicegate.sources import AsyncIterSource, ChannelSource, Content, Source, as_source
+from sluicegate.sources import (
+    AsyncIterSource,
+    BytesSource,
+    ChannelSource,
+    Content,
+    Source,
+    as_source,
+)
 
 logger = logging.getLogger("sluicegate")
 
@@ -90,6 +100,10 @@ class Defaults:
     guard: GuardPolicy | None = None
     #: stream and memory budgets
     admission: Admission | None = None
+    #: the transfer ledger every stream is recorded in (see :mod:`sluicegate.ledger`)
+    ledger: Ledger | None = None
+    #: where the ledger's routes are mounted, for the ``Link`` header clients follow
+    ledger_path: str = "/transfers"
 
 
 #: The defaults in force; change their fields at start-up.
@@ -114,6 +128,14 @@ class StreamResponse(Response):
     :param admission: stream and memory budgets (default:
         ``sluicegate.defaults.admission``); over budget, a ``503`` with
         ``Retry-After`` is sent before anything is produced.
+    :param on_error: what a failure after the commit does to the body: ``"abort"``
+        (no terminating chunk), ``"inband"`` (an error record for event streams and
+        NDJSON) or a callable; see :mod:`sluicegate.failure`.
+    :param digest: compute a SHA-256 of what is sent (RFC 9530 ``Repr-Digest``): as a
+        header when the body is in memory, as a trailer when the server and client
+        support trailers, and always in the ledger. On by default with a ledger.
+    :param ledger: record the transfer (default: ``sluicegate.defaults.ledger``);
+        the response then carries ``Transfer-Id`` and a ``Link`` to its status.
     """
 
     media_type = "application/octet-stream"
@@ -132,6 +154,9 @@ class StreamResponse(Response):
         max_message: int = MAX_MESSAGE,
         guard: GuardPolicy | None = _UNSET,
         admission: Admission | None = _UNSET,
+        on_error: OnError = "abort",
+        digest: bool | None = None,
+        ledger: Ledger | None = _UNSET,
     ) -> None:
         if high_water_mark is None:
             high_water_mark = defaults.high_water_mark
@@ -150,6 +175,10 @@ class StreamResponse(Response):
         self.guard: GuardPolicy | None = defaults.guard if guard is _UNSET else guard
         self.admission: Admission | None = defaults.admission if admission is _UNSET else admission
         self.max_message = min(max_message, high_water_mark)
+        self.on_error = check_policy(on_error)
+        self.ledger: Ledger | None = defaults.ledger if ledger is _UNSET else ledger
+        # Hashing costs CPU on every byte: on when someone will read the result.
+        self.digest = digest if digest is not None else self.ledger is not None
         self.source: Source = (
             content  # type: ignore[assignment]
             if _is_source(content)
@@ -160,6 +189,8 @@ class StreamResponse(Response):
         self.init_headers(headers)
         #: This response's counters; live while it streams.
         self.metrics: StreamMetrics | None = None
+        self._digester: Digester | None = None
+        self._error: BaseException | None = None
 
     def init_headers(self, headers: Mapping[str, str] | None = None) -> None:
         """Build ``raw_headers``; ``Content-Length`` is decided at the commit."""
@@ -202,7 +233,11 @@ class StreamResponse(Response):
                 await send({"type": "http.response.body", "body": b"", "more_body": False})
                 state = "completed"
             else:
-                state = await self._stream(scope, receive, send, source, channel, producer)
+                transfer = await self._begin_transfer(scope, source.size)
+                try:
+                    state = await self._stream(scope, receive, send, source, channel, producer)
+                finally:
+                    await self._finish_transfer(transfer, state, metrics.bytes_sent)
         finally:
             await producer.stop()
             REGISTRY.close(metrics, state)
@@ -220,8 +255,15 @@ class StreamResponse(Response):
         channel: Channel,
         producer: Producer,
     ) -> StreamState:
+        digester = Digester() if self.digest else None
+        trailers = digester is not None and _trailers_wanted(scope)
+        if digester is not None and isinstance(source, BytesSource) and source.data is not None:
+            # Known up front: a header, no trailer needed.
+            self.raw_headers.append((b"repr-digest", digest_of(source.data).encode()))
+            trailers = False
+
         async def start(size: int | None) -> None:
-            await self._send_start(send, size)
+            await self._send_start(send, size, trailers=trailers)
 
         async def send_body(body: Bytes, more: bool) -> None:
             try:
@@ -238,7 +280,9 @@ class StreamResponse(Response):
             size=source.size,
             max_message=self.max_message,
             guard=self.guard.new(time.monotonic()) if self.guard is not None else None,
+            digester=digester,
         )
+        self._digester = digester
         if isinstance(source, AsyncIterSource):
             # The common case runs the producer inside the pump: see pump.py.
             work = pump.run_iterator(source.iterator(), self.charset)
@@ -249,6 +293,7 @@ class StreamResponse(Response):
         watcher = asyncio.create_task(_watch(receive, channel, task), name="sluicegate-watch")
         try:
             await task
+            await _send_trailers(send, digester if trailers else None)
             return "completed"
         except StreamTimedOut as exc:
             # Cut like a failure, but quietly: no traceback for a routine event.
@@ -262,7 +307,18 @@ class StreamResponse(Response):
                 raise  # we are being cancelled ourselves (server shutdown)
             return "client_gone"
         except Exception as exc:
+            self._error = exc
             if pump.started:
+                last = final_chunk(self.on_error, self.media_type, exc, self.charset)
+                if last is not None and not trailers:
+                    logger.warning(
+                        "producer of %s failed; ended in band: %r", scope.get("path"), exc
+                    )
+                    # What was made before the failure, then the error record.
+                    while (chunk := channel.take(self.max_message)) is not None:
+                        await send_body(chunk, True)
+                    await send_body(last, False)
+                    return "failed"
                 # After the commit the only honest signal left is an incomplete body:
                 # re-raising makes the server close the connection without the last chunk.
                 exc.add_note(f"sluicegate: response aborted after {pump.metrics.bytes_sent} bytes")
@@ -280,12 +336,54 @@ class StreamResponse(Response):
             watcher.cancel()
             await asyncio.gather(watcher, return_exceptions=True)
 
-    async def _send_start(self, send: Send, size: int | None) -> None:
+    async def _send_start(self, send: Send, size: int | None, *, trailers: bool = False) -> None:
         headers = self.raw_headers
         sized = size is not None and self.status_code not in (204, 304) and self.status_code >= 200
         if sized and not any(k == b"content-length" for k, _ in headers):
             headers = [*headers, (b"content-length", str(size).encode())]
-        await send({"type": "http.response.start", "status": self.status_code, "headers": headers})
+        message: dict[str, Any] = {
+            "type": "http.response.start",
+            "status": self.status_code,
+            "headers": headers,
+        }
+        if trailers:
+            message["headers"] = [*headers, (b"trailer", b"repr-digest")]
+            message["trailers"] = True
+        await send(message)
+
+    async def _begin_transfer(self, scope: Scope, size: int | None) -> str | None:
+        """Open the ledger record and add its headers; None without a ledger."""
+        ledger = self.ledger
+        if ledger is None:
+            return None
+        try:
+            transfer = await ledger.begin(
+                scope.get("method", "GET"), scope.get("path", ""), size=size
+            )
+        except Exception:
+            # The ledger is a witness, not a gate: a download must not fail for it.
+            logger.exception(
+                "transfer ledger unavailable; streaming %s unrecorded", scope.get("path")
+            )
+            return None
+        link = f'<{defaults.ledger_path.rstrip("/")}/{transfer}>; rel="transfer-status"'
+        self.raw_headers += [(b"transfer-id", transfer.encode()), (b"link", link.encode())]
+        return transfer
+
+    async def _finish_transfer(self, transfer: str | None, state: StreamState, sent: int) -> None:
+        if transfer is None or self.ledger is None:
+            return
+        digester = self._digester
+        try:
+            await self.ledger.finish(
+                transfer,
+                state,
+                sent,
+                digest=digester.value() if digester is not None else None,
+                error=self._error,
+            )
+        except Exception:
+            logger.exception("could not record the end of transfer %s", transfer)
 
 
 async def _watch(receive: Receive, channel: Channel, pump: asyncio.Task[None]) -> None:
@@ -300,6 +398,28 @@ async def _watch(receive: Receive, channel: Channel, pump: asyncio.Task[None]) -
     # pump stops the iterator and the sends now, not when they next look.
     channel.close(ClientDisconnected("the client went away"))
     pump.cancel()
+
+
+async def _send_trailers(send: Send, digester: Digester | None) -> None:
+    """Send the ``Repr-Digest`` trailer announced at the start (when there is one)."""
+    if digester is not None:
+        await send(
+            {
+                "type": "http.response.trailers",
+                "headers": [(b"repr-digest", digester.value().encode())],
+                "more_trailers": False,
+            }
+        )
+
+
+def _trailers_wanted(scope: Scope) -> bool:
+    """The server can send trailers and the client said it reads them (``TE: trailers``)."""
+    if "http.response.trailers" not in (scope.get("extensions") or {}):
+        return False
+    for name, value in scope.get("headers", []):
+        if name.lower() == b"te" and b"trailers" in value.lower():
+            return True
+    return False
 
 
 def _is_source(obj: Any) -> bool:

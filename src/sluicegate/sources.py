@@ -70,16 +70,15 @@ class BytesSource:
     """A body that is already in memory."""
 
     def __init__(self, data: Bytes) -> None:
-        self._data: Bytes | None = data
+        self.data: Bytes | None = data
         self.size: int | None = len(memoryview(data).cast("B"))
 
     async def run(self, channel: Channel) -> None:
-        if self._data is not None:
-            channel.put_nowait(self._data)
-            self._data = None
+        if self.data is not None:
+            channel.put_nowait(self.data)
 
     async def aclose(self) -> None:
-        self._data = None
+        self.data = None
 
 
 class AsyncIterSource:
