@@ -16,7 +16,9 @@ import uvicorn
 
 
 @contextlib.contextmanager
-def running(app: Any, *, http: str = "httptools", loop: str = "asyncio") -> Iterator[int]:
+def running(
+    app: Any, *, http: str = "httptools", loop: str = "asyncio", lifespan: str = "off"
+) -> Iterator[int]:
     """Run ``app`` on uvicorn in a thread of this process; yield its port."""
     config = uvicorn.Config(
         app,
@@ -24,7 +26,7 @@ def running(app: Any, *, http: str = "httptools", loop: str = "asyncio") -> Iter
         port=0,
         http=http,
         loop=loop,
-        lifespan="off",
+        lifespan=lifespan,
         log_level="warning",
         access_log=False,
     )

@@ -290,7 +290,7 @@ class StreamResponse(Response):
             producer.start()
             work = pump.run_channel()
         task = asyncio.create_task(work, name="sluicegate-pump")
-        watcher = asyncio.create_task(_watch(receive, channel, task), name="sluicegate-watch")
+        watcher = asyncio.create_task(_watch(receive, pump, task), name="sluicegate-watch")
         try:
             await task
             await _send_trailers(send, digester if trailers else None)
@@ -386,18 +386,19 @@ class StreamResponse(Response):
             logger.exception("could not record the end of transfer %s", transfer)
 
 
-async def _watch(receive: Receive, channel: Channel, pump: asyncio.Task[None]) -> None:
+async def _watch(receive: Receive, pump: Pump, task: asyncio.Task[None]) -> None:
     """Wait for the client to leave; then stop the pump and fail the channel."""
     while True:
         message: Message = await receive()
         if message["type"] == "http.disconnect":
             break
-    if pump.done():
+    if pump.finished or task.done():
         return  # the response was complete; servers say "disconnect" after that
+    channel = pump.channel
     # Failing the channel stops a producer thread at its next put; cancelling the
     # pump stops the iterator and the sends now, not when they next look.
     channel.close(ClientDisconnected("the client went away"))
-    pump.cancel()
+    task.cancel()
 
 
 async def _send_trailers(send: Send, digester: Digester | None) -> None:
