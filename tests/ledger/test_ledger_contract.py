@@ -270,3 +270,43 @@ async def test_close_interrupts_what_still_streams(make_ledger: MakeLedger) -> N
 async def test_settle_timeout_is_validated(make_ledger: MakeLedger) -> None:
     with pytest.raises(ConfigError):
         make_ledger(settle_timeout=-1)
+
+
+async def test_track_records_completed(make_ledger: MakeLedger) -> None:
+    async with make_ledger() as ledger:
+        async with ledger.track("GET", "/t", size=len(BODY)) as transfer:
+            assert (await ledger.get(transfer.id)).state == "streaming"
+            for start in range(0, len(BODY), 300):
+                await transfer.sent(len(BODY[start : start + 300]))
+            transfer.digest = DIGEST
+        rec = await ledger.get(transfer.id)
+        assert (rec.state, rec.bytes_sent, rec.digest) == ("completed", len(BODY), DIGEST)
+        assert (await ledger.receipt(transfer.id, len(BODY), DIGEST)).verified
+
+
+@pytest.mark.parametrize(
+    ("error", "state"),
+    [
+        (BrokenPipeError("peer gone"), "client_gone"),
+        (TimeoutError(), "timed_out"),
+        (ValueError("producer bug"), "failed"),
+        (asyncio.CancelledError(), "interrupted"),
+    ],
+)
+async def test_track_records_how_it_failed_and_reraises(
+    ledger: Ledger, error: BaseException, state: str
+) -> None:
+    with pytest.raises(type(error)):
+        async with ledger.track("GET", "/t") as transfer:
+            await transfer.sent(10)
+            raise error
+    rec = await ledger.get(transfer.id)
+    assert (rec.state, rec.bytes_sent) == (state, 10)
+    assert rec.error is not None and rec.error.error_class == type(error).__name__
+
+
+async def test_track_never_hides_the_original_error(ledger: Ledger) -> None:
+    with pytest.raises(ValueError, match="original"):
+        async with ledger.track("GET", "/t") as transfer:
+            await ledger.finish(transfer.id, "failed", 0)  # so track's own finish fails
+            raise ValueError("original")

@@ -27,6 +27,7 @@ from sluicegate.ledger.model import (
     judge,
     new_transfer_id,
     parse_digest,
+    state_for_error,
 )
 
 TID = "A" * 22
@@ -352,3 +353,13 @@ def test_from_json_rejects_malformed_records(mutate: object) -> None:
     mutate(doc)  # type: ignore[operator]
     with pytest.raises(ValueError):
         TransferRecord.from_json(doc)
+
+
+def test_state_for_error() -> None:
+    from sluicegate.errors import ClientDisconnected, ProducerFailed, StreamTimedOut
+
+    assert state_for_error(ClientDisconnected()) == "client_gone"
+    assert state_for_error(ConnectionResetError()) == "client_gone"
+    assert state_for_error(StreamTimedOut()) == "timed_out"
+    assert state_for_error(ProducerFailed()) == "failed"
+    assert state_for_error(KeyboardInterrupt()) == "interrupted"

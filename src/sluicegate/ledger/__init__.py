@@ -17,7 +17,7 @@ from __future__ import annotations
 from typing import Any
 
 from sluicegate.errors import ConfigError, LedgerError, UnknownTransfer
-from sluicegate.ledger.base import Ledger
+from sluicegate.ledger.base import Ledger, Transfer
 from sluicegate.ledger.model import (
     FINAL_STATES,
     STATES,
@@ -36,6 +36,7 @@ from sluicegate.ledger.model import (
     judge,
     new_transfer_id,
     parse_digest,
+    state_for_error,
 )
 from sluicegate.ledger.routes import LedgerApp, ledger_routes
 from sluicegate.ledger.sqlite import SQLiteLedger
@@ -52,6 +53,7 @@ __all__ = [
     "Receipt",
     "RedisLedger",
     "SQLiteLedger",
+    "Transfer",
     "TransferRecord",
     "TransferState",
     "UnknownTransfer",
@@ -66,6 +68,7 @@ __all__ = [
     "ledger_routes",
     "new_transfer_id",
     "parse_digest",
+    "state_for_error",
 ]
 
 

@@ -19,7 +19,10 @@ from __future__ import annotations
 
 import abc
 import asyncio
+import contextlib
+import logging
 import time
+from collections.abc import AsyncIterator
 from types import TracebackType
 from typing import Literal, Self
 
@@ -33,9 +36,12 @@ from sluicegate.ledger.model import (
     is_transfer_id,
     judge,
     parse_digest,
+    state_for_error,
 )
 
-__all__ = ["Ledger"]
+__all__ = ["Ledger", "Transfer"]
+
+log = logging.getLogger("sluicegate.ledger")
 
 _POLL_FIRST = 0.005
 _POLL_MAX = 0.1
@@ -201,5 +207,64 @@ class Ledger(abc.ABC):
             await asyncio.sleep(pause)
             pause = min(pause * 2, _POLL_MAX)
 
+    @contextlib.asynccontextmanager
+    async def track(
+        self, method: str, path: str, *, size: int | None = None
+    ) -> AsyncIterator[Transfer]:
+        """Begin a transfer, and finish it however the block ends.
+
+        Report bytes with :meth:`Transfer.sent` and set :attr:`Transfer.digest` before
+        the block ends; a clean exit records ``completed``, an exception the state
+        :func:`state_for_error` picks (``client_gone``, ``timed_out``, ``failed``,
+        ``interrupted``) and re-raises it. A ledger failure while recording an
+        exception's outcome is logged, never raised over the original exception::
+
+            async with ledger.track("GET", "/report.pdf", size=len(body)) as transfer:
+                headers[TRANSFER_ID_HEADER] = transfer.id
+                for chunk in chunks:
+                    await send(chunk)
+                    await transfer.sent(len(chunk))
+                transfer.digest = digest_of(body)
+        """
+        transfer = Transfer(self, await self.begin(method, path, size=size))
+        try:
+            yield transfer
+        except BaseException as exc:
+            try:
+                await self.finish(
+                    transfer.id,
+                    state_for_error(exc),
+                    transfer.bytes_sent,
+                    digest=transfer.digest,
+                    error=exc,
+                )
+            except LedgerError as ledger_exc:
+                log.warning("could not record how transfer %s ended: %s", transfer.id, ledger_exc)
+            raise
+        await self.finish(transfer.id, "completed", transfer.bytes_sent, digest=transfer.digest)
+
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self._status}>"
+
+
+class Transfer:
+    """One transfer inside :meth:`Ledger.track`: its id, and what has been sent so far."""
+
+    __slots__ = ("_ledger", "bytes_sent", "digest", "id")
+
+    def __init__(self, ledger: Ledger, transfer_id: str) -> None:
+        self._ledger = ledger
+        #: the transfer id, for the response header and the status URL
+        self.id = transfer_id
+        #: bytes sent so far; :meth:`sent` adds to it
+        self.bytes_sent = 0
+        #: RFC 9530 digest of the whole body, recorded when the block ends
+        self.digest: str | None = None
+
+    async def sent(self, nbytes: int) -> None:
+        """Count ``nbytes`` more bytes as sent (cheap; see :meth:`Ledger.progress`)."""
+        self.bytes_sent += nbytes
+        await self._ledger.progress(self.id, self.bytes_sent)
+
+    def __repr__(self) -> str:
+        return f"<Transfer {self.id} {self.bytes_sent} bytes>"

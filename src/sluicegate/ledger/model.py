@@ -49,6 +49,7 @@ __all__ = [
     "judge",
     "new_transfer_id",
     "parse_digest",
+    "state_for_error",
 ]
 
 TransferState = Literal[
@@ -189,6 +190,25 @@ def describe_error(error: BaseException | ErrorInfo | None) -> ErrorInfo | None:
     if not message and cause is not None:
         message = f"{type(cause).__name__}: {cause}"
     return ErrorInfo.clean(type(error).__name__, message)
+
+
+def state_for_error(error: BaseException) -> TransferState:
+    """The final state of a transfer that ended with ``error``.
+
+    >>> state_for_error(BrokenPipeError()), state_for_error(TimeoutError())
+    ('client_gone', 'timed_out')
+    """
+    from sluicegate.errors import ClientDisconnected, StreamTimedOut
+
+    if isinstance(error, ClientDisconnected | ConnectionError):
+        return "client_gone"
+    if isinstance(error, StreamTimedOut | TimeoutError):
+        return "timed_out"
+    if isinstance(error, Exception):
+        return "failed"
+    # CancelledError, KeyboardInterrupt, SystemExit: the server is stopping this stream,
+    # which is not the stream's fault.
+    return "interrupted"
 
 
 # -- receipts and verdicts ------------------------------------------------------------
