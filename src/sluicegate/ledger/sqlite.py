@@ -1,8 +1,9 @@
 """The embedded ledger: one SQLite file in WAL mode, shared by the workers of one machine.
 
-All SQLite work happens on one writer thread per ledger, which commits whatever is queued
-in one transaction (group commit), so many concurrent streams cost few commits and the
-event loop never blocks on disk::
+All SQLite work happens on one writer thread per ledger. The event loop hands it work in
+batches (writes wait up to ``commit_delay`` for company) and the thread commits each batch
+in one transaction (group commit), so many concurrent streams cost few commits and thread
+wake-ups, and the event loop never blocks on disk::
 
     async with SQLiteLedger("/var/lib/app/transfers.db") as ledger:
         tid = await ledger.begin("GET", "/big.iso", size=4_700_000_000)
@@ -10,8 +11,9 @@ event loop never blocks on disk::
 
 Durability, in short (details in ``docs/guides/ledger.md``):
 
-* :meth:`~SQLiteLedger.finish` and receipts return once committed: they survive ``kill -9``
-  of the process (and power loss too with ``synchronous="FULL"``).
+* :meth:`~SQLiteLedger.finish` and receipts return once committed (so up to
+  ``commit_delay`` later): they survive ``kill -9`` of the process (and power loss too
+  with ``synchronous="FULL"``).
 * :meth:`~SQLiteLedger.begin` is not awaited to disk: the row is written ``begin_delay``
   seconds later, or together with the final state if the transfer ends first. A process
   killed within that window leaves no record of the transfer at all.
