@@ -220,7 +220,7 @@ class RedisLedger(Ledger):
             await self._client.ping()
         except RedisError as exc:
             if self._owns_client:
-                await self._client.aclose()
+                await self._client.aclose(close_connection_pool=True)
             raise LedgerError(f"cannot reach redis: {exc}") from exc
         self._beater = asyncio.create_task(self._beat_forever(), name="sluicegate-ledger-beat")
 
@@ -245,15 +245,16 @@ class RedisLedger(Ledger):
             log.warning("could not mark %d transfers interrupted: %s", len(leftovers), exc)
         finally:
             if self._owns_client:
-                await self._client.aclose()
+                # The pool was handed to the client, so the client will not close it alone.
+                await self._client.aclose(close_connection_pool=True)
 
     async def _beat_forever(self) -> None:
         while True:
             await asyncio.sleep(self.heartbeat_interval)
             try:
                 await self._beat_all()
-            except RedisError as exc:  # keep beating: Redis may come back
-                log.warning("ledger heartbeat failed: %s", exc)
+            except Exception as exc:  # keep beating: Redis may come back
+                log.warning("ledger heartbeat failed: %r", exc)
 
     async def _beat_all(self) -> None:
         if not self._live:
