@@ -1,11 +1,40 @@
-"""``sluicegate serve``: run an app (the examples by default) on uvicorn."""
+"""``sluicegate serve``: run an app (the examples by default) on uvicorn, defended.
+
+Besides serving, it bounds what one slow reader can pin:
+
+* ``--sndbuf`` sets ``SO_SNDBUF`` on the listening socket it binds itself; on Linux the
+  accepted sockets inherit it, so the kernel memory a client that stops reading can
+  hold is fixed (and autotuning, which would grow it to ``net.ipv4.tcp_wmem`` max, is
+  off for those sockets).
+* ``--stall-timeout`` / ``--min-rate`` set :data:`sluicegate.defaults` ``.guard``
+  (a :class:`~sluicegate.guard.GuardPolicy`) for every stream;
+* ``--max-streams``, ``--max-streams-per-client``, ``--max-buffered`` set ``.admission``
+  (a :class:`~sluicegate.budgets.Budgets`): over a budget a new stream gets a 503.
+
+Every bad value is one ``Error: ...`` line and exit code 2.
+"""
 
 from __future__ import annotations
 
 import importlib
-from typing import Any
+import logging
+import socket
+from typing import Any, NoReturn
 
 import click
+
+from sluicegate.budgets import Budgets
+from sluicegate.errors import ConfigError
+from sluicegate.guard import GuardPolicy
+from sluicegate.response import defaults
+from sluicegate.units import parse_duration, parse_rate, parse_size
+
+__all__ = ["DEFAULT_SNDBUF", "apply_defaults", "bind_socket", "load_app", "serve_command"]
+
+#: ``SO_SNDBUF`` asked for by ``sluicegate serve`` unless told otherwise. Linux doubles
+#: it (bookkeeping overhead), so a socket holds about 256 KiB of unsent payload; a
+#: connection then goes at most about 256 KiB per round trip (2.5 MB/s at 100 ms).
+DEFAULT_SNDBUF = "256K"
 
 
 def load_app(spec: str) -> Any:
@@ -26,7 +55,111 @@ def load_app(spec: str) -> Any:
         ) from None
 
 
-@click.command("serve")
+def bind_socket(host: str, port: int, *, sndbuf: int | None = None) -> socket.socket:
+    """A listening TCP socket on ``host:port`` with ``SO_SNDBUF`` set to ``sndbuf``.
+
+    ``sndbuf`` None leaves the kernel's autotuning. The value is capped by
+    ``net.core.wmem_max`` and doubled by Linux; read the real one back with
+    ``sock.getsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF)``. Raises :class:`OSError`
+    when the address cannot be bound.
+    """
+    family, type_, proto, _, address = socket.getaddrinfo(
+        host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+    )[0]
+    sock = socket.socket(family, type_, proto)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if family == socket.AF_INET6:
+            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+        if sndbuf is not None:
+            # Set before listen(): accepted sockets copy the listener's buffer sizes.
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, sndbuf)
+        sock.bind(address)
+        sock.listen(2048)
+        sock.setblocking(False)
+    except BaseException:
+        sock.close()
+        raise
+    return sock
+
+
+def apply_defaults(
+    *,
+    stall_timeout: float | None = None,
+    min_rate: float | None = None,
+    rate_window: float = 10.0,
+    grace: float = 10.0,
+    max_streams: int | None = None,
+    max_streams_per_client: int | None = None,
+    max_buffered: int | None = None,
+) -> None:
+    """Set :data:`sluicegate.defaults` ``.guard`` and ``.admission`` from the flags.
+
+    A guard is installed only when ``stall_timeout`` or ``min_rate`` is given, budgets
+    only when a limit is. Raises :class:`~sluicegate.errors.ConfigError` on bad values.
+    """
+    if stall_timeout is not None or min_rate is not None:
+        defaults.guard = GuardPolicy(
+            stall_timeout=stall_timeout, min_rate=min_rate, window=rate_window, grace=grace
+        )
+    if (max_streams, max_streams_per_client, max_buffered) != (None, None, None):
+        defaults.admission = Budgets(
+            max_streams=max_streams,
+            max_streams_per_client=max_streams_per_client,
+            max_buffered=max_buffered,
+        )
+
+
+class _UsageFailure(click.ClickException):
+    exit_code = 2
+
+
+class _OneLineCommand(click.Command):
+    """Usage errors as one ``Error: ...`` line, not the usage block."""
+
+    def make_context(
+        self,
+        info_name: str | None,
+        args: list[str],
+        parent: click.Context | None = None,
+        **extra: Any,
+    ) -> click.Context:
+        try:
+            return super().make_context(info_name, args, parent=parent, **extra)
+        except click.UsageError as exc:
+            raise _UsageFailure(f"{exc.format_message()} (see --help)") from None
+
+
+def _fail(message: str) -> NoReturn:
+    raise _UsageFailure(message)
+
+
+def _parse(parser: Any, value: str | None, option: str) -> Any:
+    if value is None:
+        return None
+    try:
+        return parser(value)
+    except ConfigError as exc:
+        _fail(f"{option}: {exc}")
+
+
+def _positive_duration(text: str) -> float:
+    seconds = parse_duration(text)
+    if seconds <= 0:
+        raise ConfigError(f"bad duration {text!r}: must be more than 0 seconds")
+    return seconds
+
+
+def _sndbuf(text: str) -> int | None:
+    if text.strip().lower() in ("0", "auto"):
+        return None
+    size = parse_size(text)
+    if size < 4096:
+        raise ConfigError(f"bad size {text!r}: at least 4K (or 'auto' for the kernel's)")
+    return size
+
+
+@click.command("serve", cls=_OneLineCommand)
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
 @click.option("--port", default=8080, show_default=True, type=click.IntRange(0, 65535))
 @click.option(
@@ -36,10 +169,114 @@ def load_app(spec: str) -> Any:
     show_default=True,
     help="The ASGI app to serve, as module:attribute.",
 )
-@click.option("--log-level", default="info", show_default=True)
-def serve_command(host: str, port: int, app_spec: str, log_level: str) -> None:
-    """Serve an ASGI app on uvicorn (by default the examples: /hello, /download)."""
+@click.option(
+    "--log-level",
+    default="info",
+    show_default=True,
+    type=click.Choice(["critical", "error", "warning", "info", "debug", "trace"]),
+)
+@click.option(
+    "--sndbuf",
+    default=DEFAULT_SNDBUF,
+    show_default=True,
+    help="SO_SNDBUF of every connection (Linux doubles it): kernel memory one slow "
+    "reader can pin. 'auto' keeps the kernel's autotuning.",
+)
+@click.option(
+    "--stall-timeout",
+    metavar="DURATION",
+    help="Cut a stream whose send waited this long for the client (30s, 500ms).",
+)
+@click.option(
+    "--min-rate",
+    metavar="RATE",
+    help="Cut a stream whose client reads slower than this, averaged over --rate-window "
+    "of waiting (4K, 1M/s).",
+)
+@click.option(
+    "--rate-window", default="10s", show_default=True, metavar="DURATION", help="See --min-rate."
+)
+@click.option(
+    "--grace",
+    default="10s",
+    show_default=True,
+    metavar="DURATION",
+    help="Waiting time before --min-rate is first judged.",
+)
+@click.option("--max-streams", type=click.IntRange(min=1), help="Streams at once (per process).")
+@click.option(
+    "--max-streams-per-client",
+    type=click.IntRange(min=1),
+    help="Streams at once from one client address (per process).",
+)
+@click.option(
+    "--max-buffered",
+    metavar="SIZE",
+    help="Refuse new streams while sluicegate holds this many bytes (per process).",
+)
+def serve_command(
+    host: str,
+    port: int,
+    app_spec: str,
+    log_level: str,
+    sndbuf: str,
+    stall_timeout: str | None,
+    min_rate: str | None,
+    rate_window: str,
+    grace: str,
+    max_streams: int | None,
+    max_streams_per_client: int | None,
+    max_buffered: str | None,
+) -> None:
+    """Serve an ASGI app on uvicorn (by default the examples: /hello, /download).
+
+    \b
+    Slow-reader defences (off unless given, except --sndbuf):
+      sluicegate serve --sndbuf 128K --stall-timeout 30s --min-rate 4K \\
+                       --max-streams 1000 --max-streams-per-client 8
+    """
     import uvicorn
 
-    app = load_app(app_spec)
-    uvicorn.run(app, host=host, port=port, log_level=log_level)
+    sndbuf_bytes = _parse(_sndbuf, sndbuf, "--sndbuf")
+    try:
+        apply_defaults(
+            stall_timeout=_parse(_positive_duration, stall_timeout, "--stall-timeout"),
+            min_rate=_parse(parse_rate, min_rate, "--min-rate"),
+            rate_window=_parse(_positive_duration, rate_window, "--rate-window"),
+            grace=_parse(parse_duration, grace, "--grace"),
+            max_streams=max_streams,
+            max_streams_per_client=max_streams_per_client,
+            max_buffered=_parse(parse_size, max_buffered, "--max-buffered"),
+        )
+    except ConfigError as exc:
+        _fail(str(exc))
+    try:
+        app = load_app(app_spec)
+    except click.BadParameter as exc:
+        _fail(f"--app: {exc.message}")
+    try:
+        sock = bind_socket(host, port, sndbuf=sndbuf_bytes)
+    except OSError as exc:
+        _fail(f"cannot listen on {host}:{port}: {exc.strerror or exc}")
+    config = uvicorn.Config(app, host=host, port=port, log_level=log_level)
+    effective = sock.getsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF)
+    # uvicorn's logger: configured by Config above, so the line shows at --log-level info.
+    logging.getLogger("uvicorn.error").info(
+        "sluicegate: listening on %s:%d; SO_SNDBUF %s per connection; guard %s; budgets %s",
+        host,
+        sock.getsockname()[1],
+        f"{effective:,} bytes" if sndbuf_bytes is not None else "autotuned",
+        defaults.guard,
+        _describe(defaults.admission),
+    )
+    try:
+        uvicorn.Server(config).run(sockets=[sock])
+    finally:
+        sock.close()
+
+
+def _describe(budgets: object) -> str:
+    if budgets is None:
+        return "none"
+    names = ("max_streams", "max_streams_per_client", "max_buffered")
+    return ", ".join(f"{n}={getattr(budgets, n, None)}" for n in names)
