@@ -9,7 +9,7 @@ Redis backend:
 * ``cpu``: CPU time per transfer (every thread of the process, the loop's bookkeeping
   subtracted) with 100 transfers in flight: what the ledger costs a busy server.
 
-Then it serves a 1 KiB streamed response from uvicorn (in a subprocess, so client and
+Then it serves a 1 KiB StreamResponse from uvicorn (in a subprocess, so client and
 server do not share a GIL) with and without the ledger around it, and prints the
 difference per request: the figure the "ledger adds at most 10 %" target is about.
 """
@@ -30,6 +30,7 @@ from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+from sluicegate import StreamResponse
 from sluicegate.ledger import Ledger, SQLiteLedger, digest_of
 
 SMALL = b"x" * 1024
@@ -143,26 +144,20 @@ def make_app(ledger: Ledger) -> Any:
     from starlette.routing import Route
     from starlette.types import Receive, Scope, Send
 
-    async def stream(send: Send, on_chunk: Callable[[int], Any] | None = None) -> int:
-        sent = 0
-        for part in (SMALL[:512], SMALL[512:]):
-            await send({"type": "http.response.body", "body": part, "more_body": True})
-            sent += len(part)
-            if on_chunk is not None:
-                await on_chunk(sent)
-        await send({"type": "http.response.body", "body": b"", "more_body": False})
-        return sent
+    # Both endpoints are the same StreamResponse; one records its transfer in the ledger
+    # (begin, digest of what was sent, finish) exactly as an application would.
+    def parts() -> Any:
+        async def gen() -> AsyncIterator[bytes]:
+            yield SMALL[:512]
+            yield SMALL[512:]
+
+        return gen()
 
     async def plain(scope: Scope, receive: Receive, send: Send) -> None:
-        await send({"type": "http.response.start", "status": 200, "headers": []})
-        await stream(send)
+        await StreamResponse(parts(), ledger=None)(scope, receive, send)
 
     async def ledgered(scope: Scope, receive: Receive, send: Send) -> None:
-        tid = await ledger.begin("GET", scope["path"], size=len(SMALL))
-        headers = [(b"sluicegate-transfer", tid.encode())]
-        await send({"type": "http.response.start", "status": 200, "headers": headers})
-        sent = await stream(send, lambda n: ledger.progress(tid, n))
-        await ledger.finish(tid, "completed", sent, digest=SMALL_DIGEST)
+        await StreamResponse(parts(), ledger=ledger)(scope, receive, send)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Any) -> AsyncIterator[None]:

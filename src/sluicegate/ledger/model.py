@@ -61,7 +61,7 @@ STATES: Final[tuple[TransferState, ...]] = get_args(TransferState)
 FINAL_STATES: Final[frozenset[TransferState]] = frozenset(STATES) - {"streaming"}
 
 #: Suggested response header that tells the client its transfer id.
-TRANSFER_ID_HEADER: Final = "sluicegate-transfer"
+TRANSFER_ID_HEADER: Final = "transfer-id"
 
 VerdictReason = Literal[
     "verified",
