@@ -1,0 +1,252 @@
+"""The guard and the budgets on a real uvicorn, with clients that really read slowly.
+
+The server runs in a thread of this process on a socket bound by
+:func:`sluicegate.serve.bind_socket`, so the tests can look at the server side of each
+connection (its kernel send queue) and at the stream's metrics.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import socket
+import threading
+import time
+from collections.abc import AsyncIterator, Iterator
+from typing import Any
+
+import pytest
+import uvicorn
+
+from sluicegate.budgets import Budgets
+from sluicegate.guard import GuardPolicy
+from sluicegate.metrics import REGISTRY, StreamMetrics
+from sluicegate.response import StreamResponse
+from sluicegate.serve import bind_socket
+from tests.servers import read_headers, request, server_side_fd, unsent_bytes
+
+KiB, MiB = 1024, 1024 * 1024
+SNDBUF = 64 * KiB
+CHUNK = b"x" * (64 * KiB)
+
+STALL = GuardPolicy(stall_timeout=1.0)
+# A wait may last 2 s (512 KiB at 256 KiB/s) before it counts as a stall, so a
+# trickle is judged by its rate.
+RATE = GuardPolicy(stall_timeout=None, min_rate=256 * KiB, window=1.0, grace=1.0,
+                   server_buffer=512 * KiB)  # fmt: skip
+BUDGETS = Budgets(max_streams=2, retry_after=2.0)
+
+
+async def sized(size: int) -> AsyncIterator[bytes]:
+    sent = 0
+    while sent < size:
+        n = min(len(CHUNK), size - sent)
+        yield CHUNK[:n]
+        sent += n
+
+
+async def live_feed() -> AsyncIterator[bytes]:
+    """A producer slower than any client: 100 bytes every 50 ms for 2 s."""
+    import asyncio
+
+    for _ in range(40):
+        await asyncio.sleep(0.05)
+        yield b"e" * 100
+
+
+async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+    path = scope["path"]
+    size = int(scope["query_string"] or 50 * MiB)
+    if path == "/stall":
+        response = StreamResponse(sized(size), content_length=size, guard=STALL)
+    elif path == "/rate":
+        response = StreamResponse(sized(size), content_length=size, guard=RATE)
+    elif path == "/feed":
+        strict = GuardPolicy(stall_timeout=0.3, min_rate=MiB, window=0.5, grace=0.0)
+        response = StreamResponse(live_feed(), content_length=4000, guard=strict)
+    elif path == "/budget":
+        response = StreamResponse(sized(size), content_length=size, admission=BUDGETS)
+    else:
+        raise AssertionError(path)
+    await response(scope, receive, send)
+
+
+@pytest.fixture(scope="module")
+def port() -> Iterator[int]:
+    sock = bind_socket("127.0.0.1", 0, sndbuf=SNDBUF)
+    config = uvicorn.Config(app, lifespan="off", log_level="warning", access_log=False)
+    server = uvicorn.Server(config)
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 10
+    while not server.started:
+        assert thread.is_alive() and time.monotonic() < deadline, "uvicorn did not start"
+        time.sleep(0.01)
+    try:
+        yield sock.getsockname()[1]
+    finally:
+        server.should_exit = True
+        thread.join(10)
+        sock.close()
+
+
+def stream_of(path: str, timeout: float = 5.0) -> StreamMetrics:
+    """The live metrics of the one stream serving ``path``."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        mine = [m for m in REGISTRY.active() if m.path == path]
+        if mine:
+            assert len(mine) == 1
+            return mine[0]
+        time.sleep(0.005)
+    raise AssertionError(f"no stream for {path}")
+
+
+def wait_state(m: StreamMetrics, timeout: float) -> str:
+    deadline = time.monotonic() + timeout
+    while m.state == "streaming" and time.monotonic() < deadline:
+        time.sleep(0.01)
+    return m.state
+
+
+def content_length(head: bytes) -> int:
+    for line in head.split(b"\r\n")[1:]:
+        name, _, value = line.partition(b":")
+        if name.strip().lower() == b"content-length":
+            return int(value)
+    raise AssertionError("no content-length")
+
+
+def read_paced(sock: socket.socket, rate: float, first: bytes, timeout: float = 20.0) -> int:
+    """Read at ``rate`` B/s (on a schedule, so a late wake-up is made up) until EOF."""
+    sock.settimeout(timeout)
+    got = len(first)
+    start = time.monotonic()
+    while True:
+        due = start + got / rate
+        pause = due - time.monotonic()
+        if pause > 0:
+            time.sleep(pause)
+        try:
+            data = sock.recv(8 * KiB)
+        except ConnectionResetError:
+            return got
+        if not data:
+            return got
+        got += len(data)
+
+
+def test_accepted_sockets_inherit_the_listeners_send_buffer(port: int) -> None:
+    with contextlib.closing(request(port, f"/budget?{50 * MiB}", rcvbuf=4 * KiB)) as client:
+        read_headers(client)
+        fd = server_side_fd(client)
+        with contextlib.closing(socket.fromfd(fd, socket.AF_INET, socket.SOCK_STREAM)) as dup:
+            # Linux doubles SO_SNDBUF for its bookkeeping.
+            assert dup.getsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF) == 2 * SNDBUF
+
+
+def test_a_stalled_client_is_cut_one_stall_timeout_after_the_buffers_filled(port: int) -> None:
+    with contextlib.closing(request(port, "/stall", rcvbuf=4 * KiB)) as client:
+        head, _ = read_headers(client)  # ...and then read nothing
+        assert head.startswith(b"HTTP/1.1 200")
+        stream = stream_of("/stall")
+        fd = server_side_fd(client)
+        # The server's kernel send queue grows until it is full; then uvicorn's write
+        # buffer fills, and the send after that waits for the client: from then on
+        # neither the queue nor the bytes the server accepted change. Note the last
+        # change of each.
+        queued_last, sent_last, peak = -1, -1, 0
+        queue_full_at = wait_began_at = time.monotonic()
+        while stream.state == "streaming" and time.monotonic() - wait_began_at < 5:
+            now = time.monotonic()
+            queued, sent = unsent_bytes(fd), stream.bytes_sent
+            if queued != queued_last:
+                queued_last, queue_full_at, peak = queued, now, max(peak, queued)
+            if sent != sent_last:
+                sent_last, wait_began_at = sent, now
+            time.sleep(0.005)
+        cut_at = time.monotonic()
+        assert stream.state == "timed_out"
+        print(
+            f"stall cut {cut_at - wait_began_at:.3f} s after the last send accepted, "
+            f"{cut_at - queue_full_at:.3f} s after the kernel queue stopped growing ({peak} B)"
+        )
+        assert queue_full_at <= wait_began_at + 0.1
+        assert 0.9 <= cut_at - wait_began_at <= 1.5
+        # What the stalled client pinned in the server's kernel is bounded by --sndbuf.
+        assert 0 < peak <= 2 * SNDBUF
+        # The client gets what was queued, then the end of a short body: incomplete.
+        got = read_paced(client, 1e12, b"", timeout=5)
+        assert got < content_length(head)
+
+
+def test_a_trickle_below_min_rate_is_cut(port: int, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO, logger="sluicegate")
+    started = time.monotonic()
+    with contextlib.closing(request(port, "/rate", rcvbuf=16 * KiB)) as client:
+        head, first = read_headers(client)
+        stream = stream_of("/rate")
+        got = read_paced(client, 100 * KiB, first)  # 100 KiB/s, under 256 KiB/s
+    elapsed = time.monotonic() - started
+    assert wait_state(stream, 5) == "timed_out"
+    assert got < content_length(head)
+    # Judged after 1 s of waiting, over a 1 s window: cut within a few seconds.
+    assert elapsed < 10, elapsed
+    assert any("under min_rate" in r.getMessage() for r in caplog.records)
+
+
+def test_an_honest_slow_client_above_min_rate_runs_to_completion(port: int) -> None:
+    size = 3 * MiB
+    with contextlib.closing(request(port, f"/rate?{size}", rcvbuf=16 * KiB)) as client:
+        head, first = read_headers(client)
+        stream = stream_of("/rate")
+        got = read_paced(client, 1 * MiB, first)  # 4x the minimum, for 3 s
+    assert got == content_length(head) == size
+    assert wait_state(stream, 5) == "completed"
+    assert stream.blocked_seconds > 1.0  # it really was held back by the client
+
+
+def test_a_slow_producer_is_not_cut_by_a_strict_guard(port: int) -> None:
+    with contextlib.closing(request(port, "/feed")) as client:
+        head, first = read_headers(client)
+        stream = stream_of("/feed")
+        got = read_paced(client, 1e12, first)
+    assert got == content_length(head) == 4000
+    assert wait_state(stream, 5) == "completed"
+
+
+def test_over_the_stream_budget_a_503_and_the_running_streams_finish(port: int) -> None:
+    size = 2 * MiB
+    running = [request(port, f"/budget?{size}", rcvbuf=16 * KiB) for _ in range(2)]
+    try:
+        heads = [read_headers(c) for c in running]
+        assert all(h.startswith(b"HTTP/1.1 200") for h, _ in heads)
+        assert BUDGETS.active == 2
+        with contextlib.closing(request(port, f"/budget?{size}")) as third:
+            head, body = read_headers(third)
+            n = content_length(head)
+            while len(body) < n:
+                body += third.recv(4096)
+        assert head.startswith(b"HTTP/1.1 503")
+        assert b"\r\nretry-after: 2" in head.lower()
+        assert b"application/problem+json" in head
+        assert json.loads(body)["detail"] == "too many streams (2 of 2)"
+        # The two running streams were not touched: each finishes whole.
+        results: list[int] = []
+        readers = [
+            threading.Thread(target=lambda c=c, f=f: results.append(read_paced(c, 4 * MiB, f)))
+            for c, (_, f) in zip(running, heads, strict=True)
+        ]
+        for r in readers:
+            r.start()
+        for r in readers:
+            r.join(20)
+        assert results == [size, size]
+    finally:
+        for c in running:
+            c.close()
+    deadline = time.monotonic() + 5
+    while BUDGETS.active and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert BUDGETS.active == 0
