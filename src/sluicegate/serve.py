@@ -7,7 +7,9 @@ Besides serving, it bounds what one slow reader can pin:
   hold is fixed (and autotuning, which would grow it to ``net.ipv4.tcp_wmem`` max, is
   off for those sockets).
 * ``--stall-timeout`` / ``--min-rate`` set :data:`sluicegate.defaults` ``.guard``
-  (a :class:`~sluicegate.guard.GuardPolicy`) for every stream;
+  (a :class:`~sluicegate.guard.GuardPolicy`) for every stream, and serve with
+  :func:`guarded_http`, so a cut stream's connection is reset instead of waiting
+  forever for the client to take what uvicorn still buffers;
 * ``--max-streams``, ``--max-streams-per-client``, ``--max-buffered`` set ``.admission``
   (a :class:`~sluicegate.budgets.Budgets`): over a budget a new stream gets a 503.
 
@@ -16,9 +18,12 @@ Every bad value is one ``Error: ...`` line and exit code 2.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import importlib
 import logging
 import socket
+import struct
 from typing import Any, NoReturn
 
 import click
@@ -29,7 +34,15 @@ from sluicegate.guard import GuardPolicy
 from sluicegate.response import defaults
 from sluicegate.units import parse_duration, parse_rate, parse_size
 
-__all__ = ["DEFAULT_SNDBUF", "apply_defaults", "bind_socket", "load_app", "serve_command"]
+__all__ = [
+    "DEFAULT_SNDBUF",
+    "apply_defaults",
+    "bind_socket",
+    "guarded_http",
+    "load_app",
+    "reset",
+    "serve_command",
+]
 
 #: ``SO_SNDBUF`` asked for by ``sluicegate serve`` unless told otherwise. Linux doubles
 #: it (bookkeeping overhead), so a socket holds about 256 KiB of unsent payload; a
@@ -110,6 +123,80 @@ def apply_defaults(
         )
 
 
+def guarded_http(linger: float, http: str = "auto") -> type[asyncio.Protocol]:
+    """uvicorn's HTTP protocol (``http``: ``auto``, ``httptools``, ``h11``) made to
+    hang up on clients that stopped reading, instead of waiting for them forever.
+
+    uvicorn closes a connection with ``transport.close()``, which first flushes what
+    the transport still holds: against a client that reads nothing, that never ends,
+    so a stream the guard cut would still pin its connection, uvicorn's write buffer
+    and the kernel's. ASGI has no way to ask for an abort, so this does it below ASGI:
+
+    * a connection closed with its response **incomplete** (a guard cut, a producer
+      failure after the commit) and bytes still queued is reset at once (``RST``):
+      the client sees an incomplete transfer either way;
+    * a connection closed after a **complete** response with bytes still queued (a
+      keep-alive timeout, ``Connection: close``) gets ``linger`` seconds to take
+      them, then is reset.
+
+    Use it with uvicorn directly::
+
+        uvicorn.run(app, http=guarded_http(linger=30.0))
+    """
+    from uvicorn.config import HTTP_PROTOCOLS
+    from uvicorn.importer import import_from_string
+
+    if not _positive_number(linger):
+        raise ConfigError(f"linger must be a positive number of seconds, not {linger!r}")
+    base: Any = import_from_string(HTTP_PROTOCOLS.get(http, http))
+
+    class GuardedHTTP(base):  # type: ignore[misc]
+        def connection_made(self, transport: asyncio.Transport) -> None:
+            super().connection_made(_HangUp(transport, self, linger))
+
+    GuardedHTTP.__name__ = GuardedHTTP.__qualname__ = f"Guarded{base.__name__}"
+    return GuardedHTTP
+
+
+class _HangUp:
+    """A transport whose ``close()`` does not wait forever for a client to read."""
+
+    def __init__(self, transport: asyncio.Transport, protocol: Any, linger: float) -> None:
+        self._transport = transport
+        self._protocol = protocol
+        self._linger = linger
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._transport, name)
+
+    def close(self) -> None:
+        transport = self._transport
+        if transport.is_closing():
+            transport.close()
+            return
+        transport.close()
+        if transport.get_write_buffer_size() == 0:
+            return  # nothing to flush: the connection closes now
+        cycle = getattr(self._protocol, "cycle", None)
+        if cycle is not None and not getattr(cycle, "response_complete", True):
+            reset(transport)
+        else:
+            asyncio.get_running_loop().call_later(self._linger, reset, transport)
+
+
+def reset(transport: asyncio.WriteTransport) -> None:
+    """Drop a connection now, and what the kernel still queues for it (``RST``).
+
+    A plain close would leave the kernel sending to a client that reads nothing
+    (an orphan socket holding its send buffer) for minutes.
+    """
+    sock = transport.get_extra_info("socket")
+    if sock is not None:
+        with contextlib.suppress(OSError):
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    transport.abort()
+
+
 class _UsageFailure(click.ClickException):
     exit_code = 2
 
@@ -141,6 +228,10 @@ def _parse(parser: Any, value: str | None, option: str) -> Any:
         return parser(value)
     except ConfigError as exc:
         _fail(f"{option}: {exc}")
+
+
+def _positive_number(value: object) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and 0 < value < 1e9
 
 
 def _positive_duration(text: str) -> float:
@@ -258,7 +349,12 @@ def serve_command(
         sock = bind_socket(host, port, sndbuf=sndbuf_bytes)
     except OSError as exc:
         _fail(f"cannot listen on {host}:{port}: {exc.strerror or exc}")
-    config = uvicorn.Config(app, host=host, port=port, log_level=log_level)
+    guard = defaults.guard
+    # A guard cuts streams; the protocol makes the cut hang up on the client (see
+    # guarded_http). What a complete response left queued gets the same patience as
+    # a waiting send.
+    http: Any = "auto" if guard is None else guarded_http(_wait_limit(guard))
+    config = uvicorn.Config(app, host=host, port=port, log_level=log_level, http=http)
     effective = sock.getsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF)
     # uvicorn's logger: configured by Config above, so the line shows at --log-level info.
     logging.getLogger("uvicorn.error").info(
@@ -273,6 +369,11 @@ def serve_command(
         uvicorn.Server(config).run(sockets=[sock])
     finally:
         sock.close()
+
+
+def _wait_limit(guard: object) -> float:
+    limit: Any = getattr(guard, "wait_limit", None)
+    return float(limit) if _positive_number(limit) else 30.0
 
 
 def _describe(budgets: object) -> str:

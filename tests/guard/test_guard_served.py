@@ -23,7 +23,7 @@ from sluicegate.budgets import Budgets
 from sluicegate.guard import GuardPolicy
 from sluicegate.metrics import REGISTRY, StreamMetrics
 from sluicegate.response import StreamResponse
-from sluicegate.serve import bind_socket
+from sluicegate.serve import bind_socket, guarded_http
 from tests.servers import read_headers, request, server_side_fd, unsent_bytes
 
 KiB, MiB = 1024, 1024 * 1024
@@ -75,7 +75,13 @@ async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
 @pytest.fixture(scope="module")
 def port() -> Iterator[int]:
     sock = bind_socket("127.0.0.1", 0, sndbuf=SNDBUF)
-    config = uvicorn.Config(app, lifespan="off", log_level="warning", access_log=False)
+    config = uvicorn.Config(
+        app,
+        lifespan="off",
+        log_level="critical",  # each cut is an ERROR line from uvicorn
+        access_log=False,
+        http=guarded_http(linger=1.0),
+    )
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
     thread.start()
@@ -176,7 +182,16 @@ def test_a_stalled_client_is_cut_one_stall_timeout_after_the_buffers_filled(port
         assert 0.9 <= cut_at - wait_began_at <= 1.5
         # What the stalled client pinned in the server's kernel is bounded by --sndbuf.
         assert 0 < peak <= 2 * SNDBUF
-        # The client gets what was queued, then the end of a short body: incomplete.
+        # The connection is reset without waiting for the client to read what uvicorn
+        # and the kernel still hold for it (a plain close would wait forever).
+        while time.monotonic() - cut_at < 2:
+            try:
+                server_side_fd(client)
+            except LookupError:
+                break
+            time.sleep(0.01)
+        hung_up = time.monotonic() - cut_at
+        assert hung_up < 0.5, hung_up
         got = read_paced(client, 1e12, b"", timeout=5)
         assert got < content_length(head)
 
@@ -250,3 +265,22 @@ def test_over_the_stream_budget_a_503_and_the_running_streams_finish(port: int) 
     while BUDGETS.active and time.monotonic() < deadline:
         time.sleep(0.01)
     assert BUDGETS.active == 0
+
+
+def test_a_complete_response_left_unread_is_reset_after_the_linger(port: int) -> None:
+    # Small enough to leave the app entirely (the server buffers the tail), too big
+    # for the kernel buffers: uvicorn's close() would wait for the client forever.
+    with contextlib.closing(request(port, f"/budget?{160 * KiB}", rcvbuf=4 * KiB)) as client:
+        before = REGISTRY.snapshot()["completed"]
+        read_headers(client)
+        done_at = time.monotonic()  # the response completes at once: it all fits
+        server_side_fd(client)  # the connection is there...
+        while time.monotonic() - done_at < 5:
+            try:
+                server_side_fd(client)
+            except LookupError:
+                break
+            time.sleep(0.01)
+        gone_after = time.monotonic() - done_at
+        assert 0.9 <= gone_after <= 1.6, gone_after  # linger=1.0
+        assert REGISTRY.snapshot()["completed"] == before + 1
