@@ -115,7 +115,9 @@ def test_curl_sees_an_incomplete_transfer(server_port: int, path: str, tmp_path:
     )
     # 18: "transfer closed with outstanding read data remaining" (partial file)
     assert result.returncode == 18, result.stderr
-    assert out.stat().st_size == 200_000
+    # What was produced before the failure arrives, at most: granian drops bytes it
+    # had accepted but not yet written when the app raises.
+    assert 0 < out.stat().st_size <= 200_000
 
 
 @pytest.mark.parametrize("path", ["/chunked", "/sized"])

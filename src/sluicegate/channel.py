@@ -107,6 +107,9 @@ class Channel:
         self._tail: bytearray | None = None
         self._turn_pending = False
         self._turned = False
+        # Threads blocked in put_threadsafe: notifying a Condition costs a microsecond
+        # even when nobody waits, and release() runs once per message.
+        self._thread_waiters = 0
         self._data_waiter: asyncio.Future[None] | None = None
         self._room_waiter: asyncio.Future[None] | None = None
         # Chunks taken by the consumer but not yet released, oldest first. Their
@@ -142,7 +145,7 @@ class Channel:
         chunks: AsyncIterator[Any],
         charset: str = "utf-8",
         *,
-        when_full: Callable[[], Awaitable[None]] | None = None,
+        when_full: Callable[[], Awaitable[None] | None] | None = None,
         on_turn: Callable[[], bool] | None = None,
         on_flush: Callable[[], Awaitable[None]] | None = None,
     ) -> None:
@@ -152,7 +155,8 @@ class Channel:
         touches: for ``bytes`` chunks it skips the lock (only this loop's thread
         touches a channel fed this way) and every call it can.
 
-        ``when_full`` is awaited instead of :meth:`wait_room` when the budget is spent.
+        ``when_full`` is called instead of :meth:`wait_room` when the budget is spent;
+        what it returns, unless None, is awaited.
         ``on_turn`` is called at the next turn of the event loop after bytes were
         queued, that is once this task has let go: when the producer waits for
         something, what it made so far can leave. If it returns True (it started a
@@ -163,7 +167,7 @@ class Channel:
         queue = self._queue
         limit = self.limit
         fast = self.policy == "wait"
-        wait = when_full or self.wait_room
+        wait: Callable[[], Awaitable[None] | None] = when_full or self.wait_room
         small, coalesce = _SMALL, _COALESCE
         async for chunk in chunks:
             if not self._turn_pending:  # the loop turned since the last chunk
@@ -205,7 +209,9 @@ class Channel:
                 # Drop our reference: a 20 MB chunk must not stay alive while the
                 # producer makes the next one.
                 chunk = None
-                await wait()
+                pending = wait()
+                if pending is not None:
+                    await pending
                 if self.closed:
                     return
 
@@ -221,10 +227,16 @@ class Channel:
         """
         with self._lock:
             full = self.policy == "wait" and not self.closed and self.buffered >= self.limit
-            if full and not self._room.wait_for(
-                lambda: self.closed or self.buffered < self.limit, timeout
-            ):
-                raise ChannelFull(f"no room in the channel after {timeout} s")
+            if full:
+                self._thread_waiters += 1
+                try:
+                    has_room = self._room.wait_for(
+                        lambda: self.closed or self.buffered < self.limit, timeout
+                    )
+                finally:
+                    self._thread_waiters -= 1
+                if not has_room:
+                    raise ChannelFull(f"no room in the channel after {timeout} s")
             self._put_locked(chunk)
 
     def flush(self) -> None:
@@ -400,7 +412,8 @@ class Channel:
             self._taken -= n
             self.buffered -= n
             if self.buffered < self.limit:
-                self._room.notify_all()
+                if self._thread_waiters:
+                    self._room.notify_all()
                 waiter = self._room_waiter
                 if waiter is not None:
                     self._room_waiter = None

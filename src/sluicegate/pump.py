@@ -40,7 +40,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Generator
 from typing import Any, Final, Protocol
 
 from sluicegate.channel import Bytes, Channel
-from sluicegate.errors import StreamTimedOut
+from sluicegate.errors import ClientDisconnected, StreamTimedOut
 from sluicegate.integrity import Digester
 from sluicegate.metrics import REGISTRY, StreamMetrics
 from sluicegate.sources import ChannelSource, Source
@@ -48,7 +48,8 @@ from sluicegate.sources import ChannelSource, Source
 #: The most bytes put in one ``http.response.body`` message.
 MAX_MESSAGE: Final = 64 * 1024
 
-SendBody = Callable[[Bytes, bool], Awaitable[None]]
+#: The server's ASGI ``send``.
+Send = Callable[[dict[str, Any]], Awaitable[None]]
 
 
 class Producer:
@@ -160,7 +161,7 @@ class Pump:
         self,
         channel: Channel,
         start: StartResponse,
-        send_body: SendBody,
+        send: Send,
         metrics: StreamMetrics,
         *,
         size: int | None = None,
@@ -173,7 +174,7 @@ class Pump:
         #: hashes every message as it is handed to the server
         self.digester = digester
         self._start = start
-        self._send_body = send_body
+        self._send = send
         self.metrics = metrics
         self.size = size
         self.max_message = max_message
@@ -214,29 +215,52 @@ class Pump:
         await self._commit()
         while chunk is not None:
             more = not channel.exhausted or channel.error is not None
-            await self._send(chunk, more)
+            await self._send_message(chunk, more)
             if not more:
                 return
             chunk = channel.take(self.max_message)
             if chunk is None:
                 chunk = await next_message(channel, self.max_message)
-        await self._send_body(b"", False)
+        await self.send_body(b"", False)
         self.finished = True
 
     # -- the iterator path's pieces ----------------------------------------------------
 
-    async def _make_room(self) -> None:
-        """The channel is at the mark: send now, or wait for the sender to catch up."""
+    def _make_room(self) -> Awaitable[None] | None:
+        """The channel is at the mark: send now, or wait for the sender to catch up.
+
+        Returns None when everything could be sent at once (the fast path: no
+        coroutine, no await), else something to await.
+        """
+        if self.started and self._sender is None:
+            self._send_ready(below=self.channel.limit)
+            self._inline += 1
+            yield_now = self._inline % _YIELD_EVERY == 0
+            if self._sender is None and not yield_now:
+                return None
+            return self._wait_for_room(yield_now)
+        return self._wait_for_room(False)
+
+    def _send_ready(self, below: int = 1) -> None:
+        """Send queued bytes until fewer than ``below`` are left (default: all of them).
+
+        Sends go out inline while the server takes them at once; the first that has
+        to wait is handed to a sender task, which then sends the rest.
+        """
+        channel = self.channel
+        while self._sender is None and channel.buffered - channel._taken >= below:
+            chunk = channel.take(self.max_message)
+            if chunk is None:
+                return
+            self._send_or_hand_over(chunk)
+
+    async def _wait_for_room(self, yield_now: bool) -> None:
         channel = self.channel
         if self._sender is None:
-            await self._commit()
-            while self._sender is None and channel.buffered >= channel.limit:
-                chunk = channel.take(self.max_message)
-                if chunk is None:  # all of it is in flight already
-                    break
-                self._send_or_hand_over(chunk)
-            self._inline += 1
-            if self._inline % _YIELD_EVERY == 0:
+            if not self.started:
+                await self._commit()
+                self._send_ready(below=channel.limit)
+            if yield_now:
                 await asyncio.sleep(0)
         while self._sender is not None and channel.buffered >= channel.limit:
             await channel.wait_room()
@@ -248,8 +272,7 @@ class Pump:
         """The producer asked for what it made to leave now (``FLUSH``)."""
         if self._sender is None:
             await self._commit()
-            while self._sender is None and (chunk := self.channel.take(self.max_message)):
-                self._send_or_hand_over(chunk)
+            self._send_ready()
 
     def _on_turn(self) -> bool:
         """The producer let the loop turn with bytes queued: let them leave now."""
@@ -262,9 +285,12 @@ class Pump:
         """Send ``chunk``; if the server must wait for the client, finish it in a task."""
         n = chunk.nbytes if type(chunk) is memoryview else len(chunk)
         self._account(chunk)
-        step = self._send_body(chunk, True).__await__()
+        message = {"type": "http.response.body", "body": chunk, "more_body": True}
+        step = self._send(message).__await__()
         try:
             waiting_on = step.send(None)
+        except OSError as exc:  # ASGI 2.4: send() raises once the client is gone
+            raise ClientDisconnected("the client went away") from exc
         except StopIteration:
             self.channel.release(n)
             self.metrics.bytes_sent += n
@@ -283,7 +309,7 @@ class Pump:
                 await self._wait_for_client(blocked, n)
             await self._commit()
             while not self.finished and (chunk := channel.take(self.max_message)) is not None:
-                await self._send(chunk, not (self.ended and not channel.has_queued))
+                await self._send_message(chunk, not (self.ended and not channel.has_queued))
         except BaseException as exc:
             # Wake a producer waiting for room: it must stop, with this error.
             channel.close(exc if isinstance(exc, Exception) else None)
@@ -300,9 +326,9 @@ class Pump:
             raise channel.error
         await self._commit()
         while not self.finished and (chunk := channel.take(self.max_message)) is not None:
-            await self._send(chunk, channel.has_queued)
+            await self._send_message(chunk, channel.has_queued)
         if not self.finished:
-            await self._send_body(b"", False)
+            await self.send_body(b"", False)
             self.finished = True
 
     async def _stop_sender(self, *, wait: bool = False) -> None:
@@ -350,26 +376,36 @@ class Pump:
             metrics.peak_buffered = buffered
         metrics.bytes_buffered = buffered
 
-    async def _send(self, chunk: Bytes, more: bool) -> None:
+    async def _send_message(self, chunk: Bytes, more: bool) -> None:
         n = chunk.nbytes if type(chunk) is memoryview else len(chunk)
         self._account(chunk)
-        await self._wait_for_client(self._send_body(chunk, more), n)
+        await self._wait_for_client(self.send_body(chunk, more), n)
         if not more:
             self.finished = True
+
+    async def send_body(self, chunk: Bytes, more: bool) -> None:
+        """Send one body message now (outside the budget: for endings)."""
+        try:
+            await self._send({"type": "http.response.body", "body": chunk, "more_body": more})
+        except OSError as exc:  # ASGI 2.4: send() raises once the client is gone
+            raise ClientDisconnected("the client went away") from exc
 
     async def _wait_for_client(self, sending: Awaitable[None], n: int) -> None:
         """Await a send of ``n`` bytes, within the guard's deadline if there is one."""
         guard = self.guard
         t0 = time.monotonic()
-        if guard is None:
-            await sending
-        else:
-            try:
-                async with asyncio.timeout_at(_loop_time(guard.deadline(t0), t0)):
-                    await sending
-            except TimeoutError:
-                reason = guard.verdict(time.monotonic()) or "the client accepted nothing in time"
-                raise StreamTimedOut(reason) from None
+        try:
+            if guard is None:
+                await sending
+            else:
+                try:
+                    async with asyncio.timeout_at(_loop_time(guard.deadline(t0), t0)):
+                        await sending
+                except TimeoutError:
+                    reason = guard.verdict(time.monotonic()) or "the client accepted nothing"
+                    raise StreamTimedOut(reason) from None
+        except OSError as exc:
+            raise ClientDisconnected("the client went away") from exc
         waited = time.monotonic() - t0
         self.metrics.blocked_seconds += waited
         self.channel.release(n)

@@ -37,7 +37,7 @@ from starlette.background import BackgroundTask
 from starlette.responses import Response
 from starlette.types import Message, Receive, Scope, Send
 
-from sluicegate.channel import DEFAULT_LIMIT, Bytes, Channel
+from sluicegate.channel import DEFAULT_LIMIT, Channel
 from sluicegate.errors import ClientDisconnected, ConfigError, StreamTimedOut
 from sluicegate.failure import OnError, check_policy, final_chunk
 from sluicegate.integrity import Digester, digest_of
@@ -265,17 +265,11 @@ class StreamResponse(Response):
         async def start(size: int | None) -> None:
             await self._send_start(send, size, trailers=trailers)
 
-        async def send_body(body: Bytes, more: bool) -> None:
-            try:
-                await send({"type": "http.response.body", "body": body, "more_body": more})
-            except OSError as exc:  # ASGI 2.4: send() raises once the client is gone
-                raise ClientDisconnected("the client went away") from exc
-
         assert self.metrics is not None
         pump = Pump(
             channel,
             start,
-            send_body,
+            send,
             self.metrics,
             size=source.size,
             max_message=self.max_message,
@@ -316,8 +310,8 @@ class StreamResponse(Response):
                     )
                     # What was made before the failure, then the error record.
                     while (chunk := channel.take(self.max_message)) is not None:
-                        await send_body(chunk, True)
-                    await send_body(last, False)
+                        await pump.send_body(chunk, True)
+                    await pump.send_body(last, False)
                     return "failed"
                 # After the commit the only honest signal left is an incomplete body:
                 # re-raising makes the server close the connection without the last chunk.
