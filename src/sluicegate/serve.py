@@ -358,11 +358,13 @@ def serve_command(
     effective = sock.getsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF)
     # uvicorn's logger: configured by Config above, so the line shows at --log-level info.
     logging.getLogger("uvicorn.error").info(
-        "sluicegate: listening on %s:%d; SO_SNDBUF %s per connection; guard %s; budgets %s",
+        "sluicegate: listening on %s:%d; SO_SNDBUF %s per connection; guard %s "
+        "(a send may wait %s); budgets %s",
         host,
         sock.getsockname()[1],
         f"{effective:,} bytes" if sndbuf_bytes is not None else "autotuned",
         defaults.guard,
+        f"{_wait_limit(guard):g} s" if guard is not None else "forever",
         _describe(defaults.admission),
     )
     try:
