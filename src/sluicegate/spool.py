@@ -562,8 +562,12 @@ def _alive(pid: int) -> bool:
 
 async def _aiter(content: AsyncIterable[Any] | Iterable[Any]) -> AsyncIterator[Any]:
     if isinstance(content, AsyncIterable):
-        async for chunk in content:
-            yield chunk
+        source = aiter(content)
+        try:
+            async for chunk in source:
+                yield chunk
+        finally:
+            await _aclose(source)  # async for does not close what it iterates
         return
     it: Iterator[Any] = iter(content)
     end = object()
