@@ -40,7 +40,7 @@ from starlette.types import Receive, Scope, Send
 from sluicegate.channel import DEFAULT_LIMIT
 from sluicegate.errors import ConfigError, StreamError
 from sluicegate.problem import MEDIA_TYPE as PROBLEM_MEDIA_TYPE
-from sluicegate.problem import problem_body
+from sluicegate.problem import problem_body, send_problem
 from sluicegate.ranges import (
     DEFAULT_MAX_RANGES,
     Decision,
@@ -286,7 +286,16 @@ class SeekableResponse(Response):
             await send({"type": "http.response.body", "body": b"", "more_body": False})
             return
         first = next(item for item in plan if isinstance(item, tuple))
-        opened = self.source.open(first[0])
+        try:
+            opened = self.source.open(first[0])
+        except Exception as exc:
+            # Nothing is committed yet: the client can still get an honest 500.
+            logger.exception("open(%d) failed for %s", first[0], scope.get("path"))
+            await send_problem(
+                send, 500, "Internal Server Error", "the content could not be opened",
+                error=type(exc).__name__,
+            )  # fmt: skip
+            return
         body: Iterable[bytes] | AsyncIterable[bytes]
         if isinstance(opened, AsyncIterable):
             body = _async_body(self.source, plan, aiter(opened))

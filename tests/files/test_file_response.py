@@ -211,3 +211,13 @@ async def test_seekable_conditional() -> None:
     assert (status, body, source.opened) == (304, b"", [])
     status, headers, body, _ = await call(SeekableResponse(source), method="HEAD")
     assert (status, body, headers["content-length"], source.opened) == (200, b"", "3", [])
+
+
+async def test_seekable_open_failure_is_a_500_problem() -> None:
+    class Broken(BytesSeekable):
+        def open(self, offset: int):  # type: ignore[no-untyped-def]
+            raise OSError("backend down")
+
+    status, headers, body, _ = await call(SeekableResponse(Broken(b"abc")))
+    assert (status, headers["content-type"]) == (500, "application/problem+json")
+    assert b"OSError" in body
