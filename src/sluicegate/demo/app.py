@@ -45,6 +45,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import logging
 import time
 from collections import deque
 from collections.abc import AsyncIterator
@@ -74,6 +75,8 @@ __all__ = [
     "parse_params",
     "recent_records",
 ]
+
+logger = logging.getLogger("sluicegate.demo")
 
 MiB = 1024 * 1024
 #: The scenarios that stream generated chunks to a slow client, in the article's order.
@@ -493,7 +496,11 @@ async def app(scope: Scope, receive: Receive, send: Send) -> None:
         await send_problem(send, 400, "Bad Request", str(exc))
         return
     if path == "/fail":
-        await fail(scope, receive, send)
+        try:
+            await fail(scope, receive, send)
+        except ProducerFailed as exc:
+            # Expected here: the response was aborted, the client sees a short body.
+            logger.warning("/fail: %s (the client got an incomplete transfer)", exc)
         return
     rec = _record(scenario, p)
     if scenario == "wait":

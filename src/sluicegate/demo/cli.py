@@ -43,8 +43,8 @@ from sluicegate.demo.report import (
 )
 from sluicegate.demo.runner import (
     NODE_DIR,
-    hello_trace,
     node_available,
+    packet_trace,
     run_case,
     server_command,
     started_server,
@@ -85,7 +85,11 @@ def _hello_section(
                 label = (
                     f"{server} · {'a loop turn between the writes' if turn == '1' else 'one turn'}"
                 )
-                text = format_recvs(hello_trace(port, f"{prefix}?turn={turn}"))
+                trace = packet_trace(port, f"{prefix}?turn={turn}")
+                text = format_recvs(trace.recvs)
+                if trace.segments is not None:
+                    text += f"\n({trace.segments} TCP segments carried this response"
+                    text += ")" if trace.kept_up else "; this reader merged some of them)"
                 traces[label] = text
                 console.print(f"[bold]{label}[/]")
                 console.print(text, markup=False, highlight=False)
@@ -175,7 +179,27 @@ def run_demo(
     return result
 
 
-@click.command("demo")
+class _OneLineCommand(click.Command):
+    """Usage errors as one ``Error: ...`` line and exit code 2, not the usage block."""
+
+    def make_context(
+        self,
+        info_name: str | None,
+        args: list[str],
+        parent: click.Context | None = None,
+        **extra: Any,
+    ) -> click.Context:
+        try:
+            return super().make_context(info_name, args, parent=parent, **extra)
+        except click.UsageError as exc:
+            raise _UsageFailure(f"{exc.format_message()} (see --help)") from None
+
+
+class _UsageFailure(click.ClickException):
+    exit_code = 2
+
+
+@click.command("demo", cls=_OneLineCommand)
 @click.option("--full", is_flag=True, help="The article's parameters: 20 chunks (~15 min).")
 @click.option(
     "--out",
@@ -216,11 +240,13 @@ def demo_command(
     10 MiB/s, at producer rates of 20 and 100 MiB/s.
     """
     console = Console()
+    if not console.is_terminal:
+        console = Console(width=132)  # a log file: wide rows beat wrapped ones
     servers = ["python"]
     if with_node:
         why = node_available()
         if why is not None:
-            raise click.UsageError(f"--with-node: {why}")
+            raise _UsageFailure(f"--with-node: {why}")
         servers.append("node")
     try:
         cases = plan_cases(
@@ -231,11 +257,11 @@ def demo_command(
             pause=not no_pause,
         )
     except ConfigError as exc:
-        raise click.UsageError(str(exc)) from None
+        raise _UsageFailure(str(exc)) from None
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
-        raise click.UsageError(f"cannot create --out {out_dir}: {exc.strerror or exc}") from None
+        raise _UsageFailure(f"cannot create --out {out_dir}: {exc.strerror or exc}") from None
     slow = cases[0].count if cases else 0
     title = "sluicegate demo: the article's experiments" + (
         " (full)" if full else f" (shortened: {slow} chunks at 20 MiB/s, 100 MiB/s for 2 s)"

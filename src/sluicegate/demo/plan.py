@@ -41,12 +41,12 @@ NODE_FILES = {
 #: What the article shows for Node (peak RSS above idle, from its charts), by
 #: (scenario, producer MiB/s). It ran 20 chunks; the default demo runs fewer.
 ARTICLE: dict[tuple[str, int], str] = {
-    ("ignore-backpressure", 20): "~180 MB (RSS > 200 MB)",
-    ("wait", 20): "~40 MB (RSS ~80 MB)",
-    ("pull-source", 20): "~40 MB (RSS ~80 MB)",
-    ("generator", 20): "stairs, ~1 chunk",
-    ("ignore-backpressure", 100): "~1.7 GB (1.5 GB+)",
-    ("generator", 100): "~200–300 MB (peaks ~400 MB)",
+    ("ignore-backpressure", 20): "~180 MB",
+    ("wait", 20): "~40 MB",
+    ("pull-source", 20): "~40 MB",
+    ("generator", 20): "stairs",
+    ("ignore-backpressure", 100): "~1.7 GB",
+    ("generator", 100): "~200–300 MB",
 }
 #: A live feed is made of small messages; the leaky scenario sends 1 MiB ones at the
 #: same byte rate, through a channel of this many bytes.

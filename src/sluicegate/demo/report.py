@@ -27,6 +27,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from rich import box
 from rich.console import Console
 from rich.table import Table
 
@@ -196,19 +197,21 @@ def result_text(s: RunSummary) -> str:
 
     >>> result_text(RunSummary("k", "leaky", "python", 20, 1, 1, 1, None, complete=True,
     ...                        bytes=30, produced=100, dropped=70))
-    'whole stream; 70% dropped'
+    '70% dropped'
     """
     if s.problem:
         return f"problem: {s.problem}"
     if s.server_stopped and "safety cap" in s.server_stopped:
         return "cut by the safety cap"
     if s.stopped_by_window:
-        return f"client stopped at {s.window:g} s"
+        return f"client left at {s.window:g} s"
     if s.complete:
         if s.dropped and s.produced:
-            return f"whole stream; {100 * s.dropped / s.produced:.0f}% dropped"
+            return f"{100 * s.dropped / s.produced:.0f}% dropped"
         return "complete"
-    return f"incomplete: {s.error}" if s.error else "incomplete"
+    if s.error:
+        return s.error if s.error.startswith("incomplete") else f"incomplete: {s.error}"
+    return "incomplete"
 
 
 def _mib(n: int | None) -> str:
@@ -221,31 +224,28 @@ def _secs(x: float | None) -> str:
 
 def print_table(summaries: Sequence[RunSummary], console: Console, *, title: str) -> None:
     """The main table: one row per run, the article's Node figure beside ours."""
-    table = Table(title=title, header_style="bold", title_justify="left")
-    table.add_column("scenario")
-    table.add_column("server")
+    rows = [s for s in summaries if s.pause_for is None]
+    several = len({s.server for s in rows}) > 1
+    table = Table(title=title, header_style="bold", title_justify="left", box=box.SIMPLE_HEAD)
+    table.add_column("scenario", no_wrap=True)
+    if several:
+        table.add_column("server")
     table.add_column("producer", justify="right")
     table.add_column("peak RSS\nabove idle", justify="right")
     table.add_column("kernel\nsend queue", justify="right")
-    table.add_column("bytes read", justify="right")
+    table.add_column("bytes\nread", justify="right")
     table.add_column("duration", justify="right")
     table.add_column("TTFB", justify="right")
-    table.add_column("result")
-    table.add_column("article (Node)")
-    rows = [s for s in summaries if s.pause_for is None]
+    table.add_column("result", no_wrap=True)
+    table.add_column("article, Node\n(20 chunks)")
     last_rate = None
     for s in rows:
         if last_rate is not None and s.rate_mib != last_rate:
             table.add_section()
         last_rate = s.rate_mib
-        name = (
-            f"[red]{s.scenario}[/] (anti-pattern)"
-            if s.scenario == "ignore-backpressure"
-            else s.scenario
-        )
-        table.add_row(
-            name,
-            s.server,
+        name = f"[red]{s.scenario}[/] ✗" if s.scenario == "ignore-backpressure" else s.scenario
+        cells = [name, *([s.server] if several else [])]
+        cells += [
             f"{s.rate_mib} MiB/s",
             f"[bold]{_mib(s.peak_above_idle)}[/]",
             _mib(s.send_queue_peak),
@@ -254,16 +254,21 @@ def print_table(summaries: Sequence[RunSummary], console: Console, *, title: str
             _secs(s.ttfb),
             result_text(s),
             s.article or "",
-        )
+        ]
+        table.add_row(*cells)
     console.print(table)
+    console.print(
+        "✗ the anti-pattern: a producer task filling an unbounded asyncio.Queue. "
+        "Client: 10 MiB/s, small receive buffer."
+    )
     for s in summaries:
         if s.pause_for is None:
             continue
         gap = "—" if s.pause_gap is None else f"{s.pause_gap:.1f} s"
         console.print(
             f"06 pausing ({s.server}): the client stopped reading for {s.pause_for:g} s; "
-            f"the server made nothing for {gap} (longest gap between chunks), "
-            f"peak RSS above idle {_mib(s.peak_above_idle)}, {result_text(s)}."
+            f"the server made nothing for {gap} (longest gap between chunks); "
+            f"peak RSS above idle {_mib(s.peak_above_idle)}; {result_text(s)}."
         )
 
 

@@ -46,10 +46,13 @@ from sluicegate.errors import DoctorError
 __all__ = [
     "NODE_DIR",
     "CaseRun",
+    "PacketTrace",
     "ProcessSampler",
     "Recv",
+    "data_segments_in",
     "hello_trace",
     "node_available",
+    "packet_trace",
     "proc_net_tcp_send_queue",
     "run_case",
     "server_command",
@@ -301,24 +304,83 @@ def started_server(command: list[str], log: Path, timeout: float = 20.0) -> Iter
             proc.wait(5)
 
 
-def hello_trace(port: int, path: str, timeout: float = 5.0) -> list[Recv]:
-    """GET ``path`` on a plain socket; return what each ``recv()`` brought, like curl --trace."""
+def data_segments_in(sock: socket.socket) -> int | None:
+    """TCP segments with data this socket received (Linux ``tcpi_data_segs_in``), if known."""
+    try:
+        info = sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, 256)
+    except (OSError, AttributeError):
+        return None
+    # struct tcp_info: tcpi_data_segs_in is the u32 at offset 152 (Linux >= 4.6).
+    if len(info) < 156:
+        return None
+    return int.from_bytes(info[152:156], sys.byteorder)
+
+
+@dataclass(frozen=True, slots=True)
+class PacketTrace:
+    """One response as a reader saw it: what each ``recv()`` returned, and how many
+    TCP segments with data arrived (``None`` where Linux's ``TCP_INFO`` is missing)."""
+
+    recvs: list[Recv]
+    reads: int
+    segments: int | None
+
+    @property
+    def kept_up(self) -> bool:
+        """True when every segment was read on its own: the reads show the packets."""
+        return self.segments is None or self.reads == self.segments
+
+
+def hello_trace(port: int, path: str, timeout: float = 5.0) -> PacketTrace:
+    """GET ``path``; return what each ``recv()`` brought (like curl --trace).
+
+    The socket is polled without blocking, in a tight loop, for the few milliseconds
+    the response takes: a blocking reader wakes up later than the next segment
+    arrives and would merge two packets into one read.
+    """
     recvs: list[Recv] = []
     head_done = False
+    pending = b""
+    reads = 0
     with socket.create_connection(("127.0.0.1", port), timeout=timeout) as sock:
         sock.sendall(f"GET {path} HTTP/1.1\r\nHost: demo\r\nConnection: close\r\n\r\n".encode())
-        pending = b""
-        while data := sock.recv(65536):
+        sock.setblocking(False)
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                data = sock.recv(65536)
+            except BlockingIOError:
+                if time.monotonic() > deadline:
+                    raise TimeoutError(f"{path}: no end of response within {timeout:g} s") from None
+                continue
+            if not data:
+                break
+            reads += 1
             if head_done:
                 recvs.append(Recv(b"", data))
                 continue
             pending += data
             end = pending.find(b"\r\n\r\n")
-            if end < 0:
-                continue
-            head_done = True
-            recvs.append(Recv(pending[: end + 4], pending[end + 4 :]))
-    return recvs
+            if end >= 0:
+                head_done = True
+                recvs.append(Recv(pending[: end + 4], pending[end + 4 :]))
+        segments = data_segments_in(sock)
+    return PacketTrace(recvs, reads, segments)
+
+
+def packet_trace(port: int, path: str, attempts: int = 20) -> PacketTrace:
+    """:func:`hello_trace`, repeated (up to ``attempts``) until the reader kept up
+    with the segments, so that each read shows one packet; else the last attempt.
+
+    A reader on a busy machine can wake up after two segments have arrived and get
+    both in one read: the segment count says how many packets there really were.
+    """
+    trace = hello_trace(port, path)
+    for _ in range(attempts - 1):
+        if trace.kept_up:
+            break
+        trace = hello_trace(port, path)
+    return trace
 
 
 def scratch_dir(prefix: str = "sluicegate-demo-") -> Path:
