@@ -501,7 +501,9 @@ class SpooledResponse(Response):
             await send({"type": "http.response.start", "status": 200, "headers": raw})
             await send({"type": "http.response.body", "body": b"", "more_body": False})
             return
-        t = await asyncio.to_thread(self.spool._begin, self.media_type, self.filename, self.size)
+        # In the loop, not a thread: _begin sweeps (cancelling tasks) and registers the
+        # transfer; its only I/O is creating an empty file.
+        t = self.spool._begin(self.media_type, self.filename, self.size)
         if t is None:
             logger.warning("spool total limit reached: streaming without a spool")
             body: Any = self.content
