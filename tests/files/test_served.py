@@ -108,3 +108,46 @@ def test_static_serves_inside(site: tuple[str, Site]) -> None:
     assert _raw_get(base, "/static/hello.txt") == (200, b"hello")
     response = httpx.get(base + "/static/hello.txt", headers={"range": "bytes=1-2"})
     assert (response.status_code, response.content) == (206, b"el")
+
+
+def test_inside_starlette(tmp_path: Path, server: tuple[str, Any]) -> None:
+    """The responses work as Starlette responses, the apps as Starlette mounts."""
+    from files_apps import live_feed
+    from starlette.applications import Starlette
+    from starlette.routing import Mount, Route
+
+    from sluicegate.files import FileResponse
+    from sluicegate.seekable import SeekableResponse
+
+    site = Site(tmp_path)
+
+    async def download(request: Any) -> FileResponse:
+        return FileResponse(site.file, filename="payload.bin")
+
+    async def bundle(request: Any) -> SeekableResponse:
+        return SeekableResponse(site.zip(), filename="bundle.zip")
+
+    async def live(request: Any) -> Any:
+        return site.spool.stream(live_feed(site.live_data))
+
+    base, switch = server
+    switch.app = Starlette(
+        routes=[
+            Route("/download", download),
+            Route("/bundle.zip", bundle),
+            Route("/live", live),
+            Mount("/static", app=site.static),
+            Mount("/spool", app=site.spool),
+        ]
+    )
+    with httpx.Client(base_url=base, timeout=10) as client:
+        r = client.get("/download", headers={"range": "bytes=5-9"})
+        assert (r.status_code, r.content) == (206, site.file.read_bytes()[5:10])
+        r = client.get("/bundle.zip", headers={"range": "bytes=0-3"})
+        assert (r.status_code, r.content) == (206, b"PK\x03\x04")
+        assert client.get("/static/hello.txt").content == b"hello"
+        assert client.get("/static/escape").status_code == 404
+        r = client.get("/live")
+        assert r.content == site.live_data
+        resumed = client.get(r.headers["content-location"], headers={"range": "bytes=100-"})
+        assert (resumed.status_code, resumed.content) == (206, site.live_data[100:])
