@@ -364,10 +364,19 @@ class Spool:
 
     async def _live(self, t: _Transfer) -> AsyncIterator[bytes]:
         """The first client's body: the spool from 0, then (if truncated) the live queue."""
+        sent = 0
+
+        def checked(data: bytes) -> bytes:
+            nonlocal sent
+            sent += len(data)
+            if t.size is not None and sent > t.size:
+                raise StreamError(f"the source of spool {t.id} passed its size {t.size}")
+            return data
+
         try:
             # The first client follows the source at the source's pace: no stall timeout.
             async for data in self._follow(t, 0, None, stall_timeout=None):
-                yield data
+                yield checked(data)
             if t.state == "truncated":
                 while True:
                     try:
@@ -377,9 +386,11 @@ class Spool:
                             break
                         await t.changed(self.wait_timeout)
                         continue
-                    yield data
+                    yield checked(data)
             if t.state == "failed":
                 raise StreamError(f"the source of spool {t.id} failed") from t.error
+            if t.size is not None and sent != t.size:
+                raise StreamError(f"the source of spool {t.id} ended at {sent} of {t.size}")
         finally:
             t.detach()
 

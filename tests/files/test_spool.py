@@ -270,3 +270,22 @@ async def test_route_errors(tmp_path: Path) -> None:
     assert (status, body, spool.transfers()) == (200, b"", [])
     with pytest.raises(ConfigError):
         Spool(tmp_path, ttl=0)
+
+
+async def test_declared_size_too_small_aborts_the_live_body(tmp_path: Path) -> None:
+    spool = Spool(tmp_path)
+    response = spool.stream(feed(), size=len(DATA) - 1)
+    messages: list[dict[str, Any]] = []
+
+    async def send(message: dict[str, Any]) -> None:
+        messages.append(message)
+
+    async def receive() -> dict[str, Any]:
+        await asyncio.Event().wait()
+        raise AssertionError
+
+    with pytest.raises(StreamError):
+        await response({"type": "http", "method": "GET", "path": "/", "headers": []}, receive, send)
+    assert sum(len(m.get("body", b"")) for m in messages[1:]) < len(DATA)
+    assert not any(m.get("more_body") is False for m in messages[1:])
+    await spool.aclose()
