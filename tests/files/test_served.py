@@ -151,3 +151,32 @@ def test_inside_starlette(tmp_path: Path, server: tuple[str, Any]) -> None:
         assert r.content == site.live_data
         resumed = client.get(r.headers["content-location"], headers={"range": "bytes=100-"})
         assert (resumed.status_code, resumed.content) == (206, site.live_data[100:])
+
+
+def test_file_truncated_while_served_is_cut_short(tmp_path: Path, server: tuple[str, Any]) -> None:
+    """Real server, slow reader: the body stops short of Content-Length, never ends clean."""
+    import os
+
+    from sluicegate.files import FileResponse
+    from tests.servers import read_headers, request
+
+    path = tmp_path / "big.bin"
+    size = 24 * 2**20  # well above what the kernel queues can hold ahead of the reader
+    path.write_bytes(os.urandom(size))
+    base, switch = server
+    switch.app = FileResponse(path)
+    port = int(base.rsplit(":", 1)[1])
+    sock = request(port, "/", rcvbuf=64 * 1024)
+    try:
+        sock.settimeout(10)
+        head, got = read_headers(sock)
+        assert f"content-length: {size}".encode() in head.lower()
+        while len(got) < 100_000:
+            got += sock.recv(65536)
+        os.truncate(path, 1_000_000)
+        received = len(got)
+        while chunk := sock.recv(1 << 20):
+            received += len(chunk)
+    finally:
+        sock.close()
+    assert received < size
