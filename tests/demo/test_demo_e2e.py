@@ -20,6 +20,7 @@ from rich.console import Console
 from sluicegate.cli import main
 from sluicegate.demo.cli import run_demo
 from sluicegate.demo.plan import SCENARIOS, Case
+from sluicegate.demo.report import result_text, summarize
 from sluicegate.demo.runner import node_available, run_case
 
 MiB = 1024 * 1024
@@ -100,6 +101,18 @@ def test_the_reports_are_written(demo: tuple[object, str, Path]) -> None:
     assert "0000: 35 0d 0a 48 65 6c 6c 6f 0d 0a" in turn and "57 6f 72" in turn  # Hello, Wor
     assert "(2 TCP segments" in one and "HelloWorld" in one
     assert "curl --trace" in printed
+
+
+def test_the_safety_cap_stops_the_anti_pattern(tmp_path: Path) -> None:
+    case = Case(
+        "ignore-backpressure", rate=400 * MiB, chunk=CHUNK, count=COUNT, client_rate=8 * MiB,
+        cap=2 * CHUNK,
+    )  # fmt: skip
+    run = run_case(case, tmp_path, idle=0.3)
+    s = summarize(case, run.trace, run.load, run.problem)
+    assert result_text(s) == "cut by the safety cap"
+    assert not s.complete and s.bytes < CHUNK * COUNT
+    assert s.backlog_peak <= 2 * CHUNK
 
 
 @pytest.mark.skipif(node_available() is not None, reason="node is not available")

@@ -16,7 +16,6 @@ doctor report per run in ``runs/``.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import shutil
 import sys
 import time
@@ -288,7 +287,6 @@ def demo_command(
     console.print(f"figures: {result.figures}")
     if result.png is not None:
         console.print(f"chart: {result.png}")
-    with contextlib.suppress(Exception):
-        console.print(f"done in {result.seconds:.0f} s")
+    console.print(f"done in {result.seconds:.0f} s")
     if result.interrupted:
         sys.exit(130)

@@ -15,10 +15,13 @@ the peak of the probe's (or outside sampler's) ``send_queue``::
 
 from __future__ import annotations
 
+import contextlib
 import html
 import itertools
 import json
+import os
 import shutil
+import signal
 import statistics
 import subprocess
 import tempfile
@@ -51,6 +54,8 @@ __all__ = [
 ]
 
 MiB = 1024 * 1024
+#: The doctor's diagnosis pages, in the repository.
+DIAGNOSES_DIR = Path(__file__).resolve().parents[3] / "docs" / "diagnoses"
 #: Most points kept per curve in the JSON and the overlay.
 CURVE_POINTS = 600
 _COLOURS = {
@@ -306,11 +311,13 @@ def write_doctor_report(trace: Trace, directory: Path, plotly_src: str | None) -
     directory.mkdir(parents=True, exist_ok=True)
     (directory / "report.json").write_text(trace.to_json(), encoding="utf-8")
     diagnosis = analyze(trace)
-    page = render_html(trace, diagnosis, docs_base="../../../../docs/diagnoses", plotly_js="")
+    # The diagnoses' pages live in the repository's docs/; link them relatively.
+    docs = os.path.relpath(DIAGNOSES_DIR, directory.resolve())
+    page = render_html(trace, diagnosis, docs_base=docs, plotly_js="")
     if plotly_src is not None and page.count("<script></script>") == 1:
         page = page.replace("<script></script>", f'<script src="{plotly_src}"></script>')
     else:
-        page = render_html(trace, diagnosis, docs_base="../../../../docs/diagnoses")
+        page = render_html(trace, diagnosis, docs_base=docs)
     path = directory / "report.html"
     path.write_text(page, encoding="utf-8")
     return path
@@ -363,7 +370,7 @@ def _figure(summaries: Sequence[RunSummary], *, with_queues: bool) -> Any:
                     row=2,
                     col=col,
                 )
-        fig.update_xaxes(title_text="seconds since the client connected", row=rows, col=col)
+        fig.update_xaxes(title_text="seconds since the load started", row=rows, col=col)
     fig.update_layout(
         template="plotly_white",
         margin={"l": 50, "r": 20, "t": 60, "b": 50},
@@ -464,9 +471,16 @@ def write_chart_png(path: Path, summaries: Sequence[RunSummary], *, title: str) 
             "--disable-sync", f"--user-data-dir={tmp}/profile", "--hide-scrollbars",
             "--window-size=1200,700", f"--screenshot={out}", src.as_uri(),
         ]  # fmt: skip
+        proc = subprocess.Popen(
+            cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
+        )
         try:
-            subprocess.run(cmd, capture_output=True, timeout=60, check=False)
+            proc.wait(60)
         except subprocess.TimeoutExpired:
+            # Its own session: the browser's helper processes go with it.
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(5)
             return "Chromium took more than 60 s: skipped the PNG"
         if not out.is_file():
             return "Chromium wrote no screenshot: skipped the PNG"

@@ -28,7 +28,6 @@ import signal
 import socket
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -381,8 +380,3 @@ def packet_trace(port: int, path: str, attempts: int = 20) -> PacketTrace:
             break
         trace = hello_trace(port, path)
     return trace
-
-
-def scratch_dir(prefix: str = "sluicegate-demo-") -> Path:
-    """A fresh temporary directory."""
-    return Path(tempfile.mkdtemp(prefix=prefix))
