@@ -60,6 +60,7 @@ class Run:
     idle_rss: int = 0
     idle_tcp_mem: int = 0
     attack: list[dict[str, int]] = field(default_factory=list)
+    log_lines: dict[str, int] = field(default_factory=dict)
 
 
 def tcp_mem_bytes() -> int:
@@ -89,8 +90,11 @@ def wait_for_port(port: int, proc: subprocess.Popen[bytes], timeout: float = 15.
 
 
 @contextlib.contextmanager
-def server(argv: list[str], port: int) -> Iterator[subprocess.Popen[bytes]]:
-    proc = subprocess.Popen(argv, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+def server(argv: list[str], port: int, log: Path) -> Iterator[subprocess.Popen[bytes]]:
+    # A file, not a pipe: a server logging one line per cut would fill a pipe nobody
+    # reads and block.
+    with log.open("wb") as sink:
+        proc = subprocess.Popen(argv, cwd=ROOT, stdout=sink, stderr=subprocess.STDOUT)
     try:
         wait_for_port(port, proc)
         yield proc
@@ -138,7 +142,8 @@ def read_stats(csv_path: Path) -> list[dict[str, int]]:
 
 
 def measure(run: Run, argv: list[str], port: int, args: argparse.Namespace, out: Path) -> None:
-    with server(argv, port) as proc:
+    log = out / f"{run.name}.log"
+    with server(argv, port, log) as proc:
         ps = psutil.Process(proc.pid)
         time.sleep(1.0)
         run.idle_rss, run.idle_tcp_mem = ps.memory_info().rss, tcp_mem_bytes()
@@ -208,6 +213,11 @@ def measure(run: Run, argv: list[str], port: int, args: argparse.Namespace, out:
         # machine that warms up (or gets busier) during the run biases neither side.
         time.sleep(2.0)
         run.alone_mbps += [download(port, args.download) for _ in range(args.repeat)]
+    text = log.read_text(errors="replace")
+    run.log_lines = {
+        "returned without completing": text.count("returned without completing"),
+        "Task exception was never retrieved": text.count("Task exception was never retrieved"),
+    }
 
 
 def fmt_mib(n: float) -> str:
@@ -288,6 +298,8 @@ def report(runs: list[Run], args: argparse.Namespace) -> list[str]:
             for r in runs
         ],
     )
+    for key in ("returned without completing", "Task exception was never retrieved"):
+        row(f"server log lines: “{key}”", [str(r.log_lines.get(key, 0)) for r in runs])
     lines += [
         "",
         "*Connections open at the server* counts the server process's ESTABLISHED "
