@@ -396,3 +396,39 @@ async def test_a_big_chunk_is_released_before_the_next_is_made() -> None:
     assert received == 3 * size
     # One chunk plus the budget, never two chunks (the article's drain holds two).
     assert peak < 1.5 * size, peak
+
+
+@pytest.mark.parametrize("slow", [False, True])
+async def test_send_raising_oserror_midway_is_a_quiet_client_gone(
+    slow: bool, caplog: pytest.LogCaptureFixture
+) -> None:
+    import gc
+
+    from sluicegate.metrics import REGISTRY
+
+    async def endless() -> AsyncIterator[bytes]:
+        while True:
+            yield b"x" * 10_000
+            await asyncio.sleep(0)
+
+    calls = 0
+
+    async def send(message: dict[str, object]) -> None:
+        nonlocal calls
+        calls += 1
+        if calls >= 4:
+            raise OSError("connection reset")  # ASGI 2.4 servers do this
+        if slow:
+            await asyncio.sleep(0.001)
+
+    async def receive() -> dict[str, object]:
+        await asyncio.Event().wait()
+        return {}
+
+    before = REGISTRY.snapshot()["disconnects"]
+    scope = {"type": "http", "method": "GET", "path": "/"}
+    await asyncio.wait_for(StreamResponse(endless())(scope, receive, send), 5)
+    assert REGISTRY.snapshot()["disconnects"] == before + 1
+    await asyncio.sleep(0.01)
+    gc.collect()
+    assert "never retrieved" not in caplog.text

@@ -205,7 +205,7 @@ class Channel:
                 self.put_nowait(_encode(chunk, charset))
             if self.buffered >= limit:
                 if self.closed:
-                    raise ChannelClosed("the stream has ended; nothing more can be written")
+                    raise self.error or ChannelClosed("the stream has ended")
                 # Drop our reference: a 20 MB chunk must not stay alive while the
                 # producer makes the next one.
                 chunk = None

@@ -36,7 +36,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Generator
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Generator
 from typing import Any, Final, Protocol
 
 from sluicegate.channel import Bytes, Channel
@@ -277,7 +277,7 @@ class Pump:
     def _on_turn(self) -> bool:
         """The producer let the loop turn with bytes queued: let them leave now."""
         if self._sender is None and not self.finished and self.channel.has_queued:
-            self._sender = asyncio.create_task(self._drain(), name="sluicegate-sender")
+            self._sender = _sender_task(self._drain())
             return True
         return False
 
@@ -297,9 +297,7 @@ class Pump:
             if self.guard is not None:
                 self._judge(n, 0.0)
             return
-        self._sender = asyncio.create_task(
-            self._drain(_Resume(step, waiting_on), n), name="sluicegate-sender"
-        )
+        self._sender = _sender_task(self._drain(_Resume(step, waiting_on), n))
 
     async def _drain(self, blocked: _Resume | None = None, n: int = 0) -> None:
         """Finish a blocked send, then send whatever is queued, until nothing is."""
@@ -311,11 +309,11 @@ class Pump:
             while not self.finished and (chunk := channel.take(self.max_message)) is not None:
                 await self._send_message(chunk, not (self.ended and not channel.has_queued))
         except BaseException as exc:
-            # Wake a producer waiting for room: it must stop, with this error.
+            # Wake a producer waiting for room: it must stop, with this error. This
+            # task stays in _sender so that the pump collects its error.
             channel.close(exc if isinstance(exc, Exception) else None)
             raise
-        finally:
-            self._sender = None
+        self._sender = None
 
     async def _finish(self) -> None:
         """The producer ended: send what is left and the end of the body."""
@@ -421,6 +419,19 @@ class Pump:
         reason = guard.verdict(now)
         if reason is not None:
             raise StreamTimedOut(reason)
+
+
+def _sender_task(drain: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
+    task = asyncio.create_task(drain, name="sluicegate-sender")
+    # Its error reaches the pump through the channel it closes; the pump may be gone
+    # (cancelled with the request) before it could await the task itself.
+    task.add_done_callback(_consume_error)
+    return task
+
+
+def _consume_error(task: asyncio.Task[None]) -> None:
+    if not task.cancelled():
+        task.exception()
 
 
 def _loop_time(deadline: float | None, now: float) -> float | None:
