@@ -36,10 +36,10 @@ from sluicegate.units import parse_duration, parse_rate, parse_size
 
 __all__ = [
     "DEFAULT_SNDBUF",
-    "apply_defaults",
     "bind_socket",
     "guarded_http",
     "load_app",
+    "policies",
     "reset",
     "serve_command",
 ]
@@ -96,7 +96,7 @@ def bind_socket(host: str, port: int, *, sndbuf: int | None = None) -> socket.so
     return sock
 
 
-def apply_defaults(
+def policies(
     *,
     stall_timeout: float | None = None,
     min_rate: float | None = None,
@@ -105,22 +105,28 @@ def apply_defaults(
     max_streams: int | None = None,
     max_streams_per_client: int | None = None,
     max_buffered: int | None = None,
-) -> None:
-    """Set :data:`sluicegate.defaults` ``.guard`` and ``.admission`` from the flags.
+) -> tuple[GuardPolicy | None, Budgets | None]:
+    """The guard and the budgets the ``serve`` flags ask for; None for those not asked.
 
-    A guard is installed only when ``stall_timeout`` or ``min_rate`` is given, budgets
-    only when a limit is. Raises :class:`~sluicegate.errors.ConfigError` on bad values.
+    ``sluicegate serve`` puts them in :data:`sluicegate.defaults` ``.guard`` and
+    ``.admission``. Raises :class:`~sluicegate.errors.ConfigError` on bad values.
+
+    >>> guard, budgets = policies(stall_timeout=30.0, min_rate=4096)
+    >>> guard.wait_limit, budgets
+    (32.0, None)
     """
+    guard = budgets = None
     if stall_timeout is not None or min_rate is not None:
-        defaults.guard = GuardPolicy(
+        guard = GuardPolicy(
             stall_timeout=stall_timeout, min_rate=min_rate, window=rate_window, grace=grace
         )
     if (max_streams, max_streams_per_client, max_buffered) != (None, None, None):
-        defaults.admission = Budgets(
+        budgets = Budgets(
             max_streams=max_streams,
             max_streams_per_client=max_streams_per_client,
             max_buffered=max_buffered,
         )
+    return guard, budgets
 
 
 def guarded_http(linger: float, http: str = "auto") -> type[asyncio.Protocol]:
@@ -330,7 +336,7 @@ def serve_command(
 
     sndbuf_bytes = _parse(_sndbuf, sndbuf, "--sndbuf")
     try:
-        apply_defaults(
+        guard, budgets = policies(
             stall_timeout=_parse(_positive_duration, stall_timeout, "--stall-timeout"),
             min_rate=_parse(parse_rate, min_rate, "--min-rate"),
             rate_window=_parse(_positive_duration, rate_window, "--rate-window"),
@@ -349,11 +355,15 @@ def serve_command(
         sock = bind_socket(host, port, sndbuf=sndbuf_bytes)
     except OSError as exc:
         _fail(f"cannot listen on {host}:{port}: {exc.strerror or exc}")
-    guard = defaults.guard
+    # Only now, with nothing left to fail: the defaults are process-wide.
+    if guard is not None:
+        defaults.guard = guard
+    if budgets is not None:
+        defaults.admission = budgets
     # A guard cuts streams; the protocol makes the cut hang up on the client (see
     # guarded_http). What a complete response left queued gets the same patience as
     # a waiting send.
-    http: Any = "auto" if guard is None else guarded_http(_wait_limit(guard))
+    http: Any = "auto" if guard is None else guarded_http(guard.wait_limit)
     config = uvicorn.Config(app, host=host, port=port, log_level=log_level, http=http)
     effective = sock.getsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF)
     # uvicorn's logger: configured by Config above, so the line shows at --log-level info.
@@ -363,19 +373,14 @@ def serve_command(
         host,
         sock.getsockname()[1],
         f"{effective:,} bytes" if sndbuf_bytes is not None else "autotuned",
-        defaults.guard,
-        f"{_wait_limit(guard):g} s" if guard is not None else "forever",
-        _describe(defaults.admission),
+        guard,
+        f"{guard.wait_limit:g} s" if guard is not None else "forever",
+        _describe(budgets),
     )
     try:
         uvicorn.Server(config).run(sockets=[sock])
     finally:
         sock.close()
-
-
-def _wait_limit(guard: object) -> float:
-    limit: Any = getattr(guard, "wait_limit", None)
-    return float(limit) if _positive_number(limit) else 30.0
 
 
 def _describe(budgets: object) -> str:

@@ -1,0 +1,142 @@
+"""``sluicegate serve``: its flags, its one-line errors, and the defences end to end."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from sluicegate.budgets import Budgets
+from sluicegate.cli import main
+from sluicegate.errors import ConfigError
+from sluicegate.guard import GuardPolicy
+from sluicegate.response import defaults
+from sluicegate.serve import bind_socket, policies
+from tests.servers import read_headers, request
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--sndbuf", "12Q"], "Error: --sndbuf: bad size '12Q': unknown unit 'Q'"),
+        (["--sndbuf", "1K"], "Error: --sndbuf: bad size '1K': at least 4K"),
+        (["--stall-timeout", "0"], "Error: --stall-timeout: bad duration '0': must be more than"),
+        (["--stall-timeout", "soon"], "Error: --stall-timeout: bad duration 'soon'"),
+        (["--min-rate", "0"], "Error: --min-rate: bad rate '0': must be more than 0"),
+        (["--rate-window", "0s"], "Error: --rate-window: bad duration '0s'"),
+        (["--grace", "x"], "Error: --grace: bad duration 'x'"),
+        (["--max-streams", "0"], "Error: Invalid value for '--max-streams'"),
+        (["--max-streams-per-client", "-2"], "Error: Invalid value for '--max-streams-per-client'"),
+        (["--max-buffered", "lots"], "Error: --max-buffered: bad size 'lots'"),
+        (["--log-level", "loud"], "Error: Invalid value for '--log-level'"),
+        (["--app", "no_such_module:app"], "Error: --app: cannot import 'no_such_module'"),
+        (["--min-rate", "4K", "--app", "nope"], "Error: --app: expected module:attribute"),
+    ],
+)
+def test_bad_flags_are_one_line_errors(args: list[str], message: str) -> None:
+    result = CliRunner().invoke(main, ["serve", *args])
+    assert result.exit_code == 2, result.output
+    lines = result.output.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(message), result.output
+    # Nothing was set up on the way to the error: the defaults are process-wide.
+    assert defaults.guard is None and defaults.admission is None
+
+
+def test_an_address_in_use_is_a_one_line_error() -> None:
+    with contextlib.closing(bind_socket("127.0.0.1", 0)) as taken:
+        port = taken.getsockname()[1]
+        result = CliRunner().invoke(main, ["serve", "--port", str(port), "--stall-timeout", "5"])
+    assert result.exit_code == 2
+    assert result.output.strip() == (
+        f"Error: cannot listen on 127.0.0.1:{port}: Address already in use"
+    )
+    assert defaults.guard is None
+
+
+def test_policies_from_flags() -> None:
+    assert policies() == (None, None)
+    guard, budgets = policies(stall_timeout=5.0, min_rate=1000.0, rate_window=2.0, grace=1.0)
+    assert guard == GuardPolicy(stall_timeout=5.0, min_rate=1000.0, window=2.0, grace=1.0)
+    assert budgets is None
+    guard, budgets = policies(max_streams=3, max_buffered=2**20)
+    assert guard is None and isinstance(budgets, Budgets)
+    assert (budgets.max_streams, budgets.max_streams_per_client, budgets.max_buffered) == (
+        3,
+        None,
+        2**20,
+    )
+    with pytest.raises(ConfigError):
+        policies(min_rate=-1.0)
+
+
+def test_bind_socket_sets_the_send_buffer_before_listening() -> None:
+    with contextlib.closing(bind_socket("127.0.0.1", 0, sndbuf=96 * 1024)) as sock:
+        assert sock.getsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF) == 2 * 96 * 1024
+        assert sock.getsockopt(socket.SOL_SOCKET, socket.SO_ACCEPTCONN) == 1
+    with contextlib.closing(bind_socket("127.0.0.1", 0)) as auto:
+        assert auto.getsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF) > 0
+
+
+@pytest.fixture
+def served() -> Iterator[int]:
+    """``sluicegate serve`` with a 1 s stall timeout and room for one stream."""
+    with contextlib.closing(bind_socket("127.0.0.1", 0)) as probe:
+        port = probe.getsockname()[1]
+    argv = [sys.executable, "-m", "sluicegate", "serve", "--port", str(port)]
+    argv += ["--sndbuf", "64K", "--stall-timeout", "1s", "--max-streams", "1"]
+    argv += ["--log-level", "critical"]
+    proc = subprocess.Popen(argv, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        deadline = time.monotonic() + 15
+        while True:
+            assert proc.poll() is None, proc.stderr.read() if proc.stderr else ""
+            with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 0.2):
+                break
+            assert time.monotonic() < deadline, "sluicegate serve did not start"
+            time.sleep(0.05)
+        yield port
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(5)
+
+
+def test_serve_cuts_a_stalled_reader_and_refuses_over_budget(served: int) -> None:
+    size = 50 * 2**20
+    with contextlib.closing(request(served, f"/download?size={size}", rcvbuf=4096)) as stalled:
+        head, first = read_headers(stalled)
+        assert head.startswith(b"HTTP/1.1 200")
+        # While it holds the only place, the next stream is refused.
+        with contextlib.closing(request(served, "/download?size=1K")) as other:
+            head2, body = read_headers(other)
+            other.settimeout(5)
+            while chunk := other.recv(4096):
+                body += chunk
+        assert head2.startswith(b"HTTP/1.1 503")
+        assert b"retry-after: 2" in head2.lower()
+        assert "too many streams (1 of 1)" in json.loads(body)["detail"]
+        time.sleep(2.5)  # read nothing: past the 1 s stall timeout
+        # Now read as fast as possible: a stream still running would deliver all 50 MB
+        # in well under the time allowed; a cut one ends short (EOF or reset).
+        got = len(first)
+        stalled.settimeout(10)
+        with contextlib.suppress(ConnectionResetError):
+            while chunk := stalled.recv(1 << 16):
+                got += len(chunk)
+        assert got < size / 10
+    # The place was given back.
+    with contextlib.closing(request(served, "/download?size=1K")) as after:
+        assert read_headers(after)[0].startswith(b"HTTP/1.1 200")
