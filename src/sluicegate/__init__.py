@@ -11,6 +11,7 @@ The public API is what this module exports::
     app = StreamResponse(numbers(), media_type="text/plain")  # an ASGI app
 """
 
+from sluicegate.budgets import Budgets
 from sluicegate.channel import FLUSH, Channel, Chunk, Policy
 from sluicegate.errors import (
     ChannelClosed,
@@ -26,28 +27,38 @@ from sluicegate.errors import (
     OverBudget,
     ProducerFailed,
     SluicegateError,
+    SourceChanged,
     StreamError,
     StreamTimedOut,
     UnknownTransfer,
 )
+from sluicegate.files import FileResponse, StaticDirectory
+from sluicegate.guard import Guard, GuardPolicy
+from sluicegate.html import HTMLStream, Retry, Section, retry
 from sluicegate.metrics import StreamMetrics
 from sluicegate.pump import SendGuard
+from sluicegate.ranges import Representation
 from sluicegate.response import (
     Admission,
+    AdmissionTicket,
     Defaults,
-    GuardPolicy,
+    GuardFactory,
     Refusal,
     StreamResponse,
-    Ticket,
     defaults,
 )
+from sluicegate.seekable import SeekableResponse, SeekableSource
 from sluicegate.sources import PullSource, Source
+from sluicegate.spool import Spool
+from sluicegate.zipstream import ZipMember, ZipStream
 
 __version__ = "0.1.0"
 
 __all__ = [
     "FLUSH",
     "Admission",
+    "AdmissionTicket",
+    "Budgets",
     "Channel",
     "ChannelClosed",
     "ChannelFull",
@@ -58,7 +69,11 @@ __all__ = [
     "DigestMismatch",
     "DoctorError",
     "FetchError",
+    "FileResponse",
+    "Guard",
+    "GuardFactory",
     "GuardPolicy",
+    "HTMLStream",
     "HTTPStatusError",
     "IncompleteTransfer",
     "LedgerError",
@@ -67,15 +82,25 @@ __all__ = [
     "ProducerFailed",
     "PullSource",
     "Refusal",
+    "Representation",
+    "Retry",
+    "Section",
+    "SeekableResponse",
+    "SeekableSource",
     "SendGuard",
     "SluicegateError",
     "Source",
+    "SourceChanged",
+    "Spool",
+    "StaticDirectory",
     "StreamError",
     "StreamMetrics",
     "StreamResponse",
     "StreamTimedOut",
-    "Ticket",
     "UnknownTransfer",
+    "ZipMember",
+    "ZipStream",
     "__version__",
     "defaults",
+    "retry",
 ]

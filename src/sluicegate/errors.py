@@ -49,6 +49,14 @@ class StreamTimedOut(StreamError):
     """A slow or stalled reader broke the stream's stall timeout or minimum rate."""
 
 
+class SourceChanged(StreamError):
+    """A file or archive member changed (or ended early) while it was being served.
+
+    A body that disagrees with its ``Content-Length`` or ``ETag`` is worse than none:
+    the response is aborted instead.
+    """
+
+
 class OverBudget(StreamError):
     """A new stream was refused because a stream or memory budget is spent."""
 

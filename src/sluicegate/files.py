@@ -42,7 +42,7 @@ from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
 from sluicegate.channel import DEFAULT_LIMIT
-from sluicegate.errors import ClientDisconnected, ConfigError, StreamError
+from sluicegate.errors import ClientDisconnected, ConfigError, SourceChanged
 from sluicegate.problem import send_problem
 from sluicegate.ranges import DEFAULT_MAX_RANGES, Representation, etag_for, evaluate
 from sluicegate.response import StreamResponse
@@ -229,7 +229,7 @@ def _read_blocks(fd: int, plan: list[PlanItem], st: os.stat_result, block: int) 
             # Checked after the read: a write that raced with it has changed the mtime
             # by now, so no block of a half-rewritten file is ever sent.
             if not data or _changed(fd, st):
-                raise StreamError(f"the file changed while being served (at byte {pos})")
+                raise SourceChanged(f"the file changed while being served (at byte {pos})")
             yield data
             pos += len(data)
 
@@ -256,7 +256,7 @@ async def _zerocopy(
                     }
                 )
             if await asyncio.to_thread(_changed, file.fileno(), st):
-                raise StreamError("the file changed while being served")
+                raise SourceChanged("the file changed while being served")
     except OSError as exc:  # ASGI 2.4: send() raises once the client is gone
         raise ClientDisconnected("the client went away") from exc
 

@@ -57,14 +57,14 @@ from sluicegate.sources import (
 logger = logging.getLogger("sluicegate")
 
 
-class GuardPolicy(Protocol):
+class GuardFactory(Protocol):
     """Makes a fresh :class:`~sluicegate.pump.SendGuard` for each stream."""
 
     def new(self, now: float) -> SendGuard:
         """The guard of one stream that starts at ``now`` (``time.monotonic()``)."""
 
 
-class Ticket(Protocol):
+class AdmissionTicket(Protocol):
     """An admitted stream's place in the budgets; released when the stream ends."""
 
     def release(self) -> None:
@@ -82,7 +82,7 @@ class Refusal:
 class Admission(Protocol):
     """Admits a new stream or refuses it before anything is produced (a 503)."""
 
-    def admit(self, scope: Scope) -> Ticket | Refusal:
+    def admit(self, scope: Scope) -> AdmissionTicket | Refusal:
         """A ticket to stream, or a refusal."""
 
 
@@ -97,7 +97,7 @@ class Defaults:
 
     high_water_mark: int = DEFAULT_LIMIT
     #: slow-reader protection: stall timeout and minimum rate
-    guard: GuardPolicy | None = None
+    guard: GuardFactory | None = None
     #: stream and memory budgets
     admission: Admission | None = None
     #: the transfer ledger every stream is recorded in (see :mod:`sluicegate.ledger`)
@@ -152,7 +152,7 @@ class StreamResponse(Response):
         content_length: int | None = None,
         charset: str = "utf-8",
         max_message: int = MAX_MESSAGE,
-        guard: GuardPolicy | None = _UNSET,
+        guard: GuardFactory | None = _UNSET,
         admission: Admission | None = _UNSET,
         on_error: OnError = "abort",
         digest: bool | None = None,
@@ -172,7 +172,7 @@ class StreamResponse(Response):
         self.charset = charset
         self.background = background
         self.high_water_mark = high_water_mark
-        self.guard: GuardPolicy | None = defaults.guard if guard is _UNSET else guard
+        self.guard: GuardFactory | None = defaults.guard if guard is _UNSET else guard
         self.admission: Admission | None = defaults.admission if admission is _UNSET else admission
         self.max_message = min(max_message, high_water_mark)
         self.on_error = check_policy(on_error)
@@ -215,7 +215,7 @@ class StreamResponse(Response):
         metrics = self.metrics = REGISTRY.open(scope.get("path", ""))
         producer = Producer(source, channel, metrics)
         state: StreamState = "failed"
-        ticket: Ticket | None = None
+        ticket: AdmissionTicket | None = None
         try:
             admitted = self.admission.admit(scope) if self.admission is not None else None
             if isinstance(admitted, Refusal):

@@ -38,7 +38,7 @@ from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
 from sluicegate.channel import DEFAULT_LIMIT
-from sluicegate.errors import ConfigError, StreamError
+from sluicegate.errors import ConfigError, SourceChanged, StreamError
 from sluicegate.problem import MEDIA_TYPE as PROBLEM_MEDIA_TYPE
 from sluicegate.problem import problem_body, send_problem
 from sluicegate.ranges import (
@@ -129,7 +129,7 @@ def take(iterator: Iterator[bytes], n: int) -> Iterator[bytes]:
     while left > 0:
         chunk = next(iterator, None)
         if chunk is None:
-            raise StreamError(f"the source ended {left} bytes before the end of the range")
+            raise SourceChanged(f"the source ended {left} bytes before the end of the range")
         size = len(chunk)
         if size >= left:
             yield chunk if size == left else bytes(memoryview(chunk)[:left])
@@ -145,7 +145,7 @@ async def atake(iterator: AsyncIterator[bytes], n: int) -> AsyncIterator[bytes]:
     while left > 0:
         chunk = await anext(iterator, None)
         if chunk is None:
-            raise StreamError(f"the source ended {left} bytes before the end of the range")
+            raise SourceChanged(f"the source ended {left} bytes before the end of the range")
         size = len(chunk)
         if size >= left:
             yield chunk if size == left else bytes(memoryview(chunk)[:left])

@@ -45,7 +45,7 @@ from collections import OrderedDict
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 
-from sluicegate.errors import ConfigError, StreamError
+from sluicegate.errors import ConfigError, SourceChanged
 from sluicegate.sources import MAX_FILE_READ
 
 __all__ = ["CrcCache", "ZipLayout", "ZipMember", "ZipStream"]
@@ -173,7 +173,7 @@ class _FileReader:
                     or now.st_size != st.st_size
                     or now.st_mtime_ns != st.st_mtime_ns
                 ):
-                    raise StreamError(f"{self.path!r} changed since the archive was listed")
+                    raise SourceChanged(f"{self.path!r} changed since the archive was listed")
                 yield data
                 pos += len(data)
         finally:
@@ -364,7 +364,7 @@ class ZipStream:
                 crc = zlib.crc32(chunk, crc)
                 seen += len(chunk)
             if seen != m.size:
-                raise StreamError(f"member {m.name!r} has {seen} bytes, not {m.size}")
+                raise SourceChanged(f"member {m.name!r} has {seen} bytes, not {m.size}")
             if key is not None:
                 self._cache.put(key, crc)
         self._crcs[i] = crc
@@ -414,7 +414,7 @@ def _exactly(member: ZipMember, offset: int) -> Iterator[bytes]:
     try:
         for chunk in chunks:
             if len(chunk) > left:
-                raise StreamError(f"member {member.name!r} is longer than {member.size} bytes")
+                raise SourceChanged(f"member {member.name!r} is longer than {member.size} bytes")
             if chunk:
                 yield chunk
                 left -= len(chunk)
@@ -424,4 +424,4 @@ def _exactly(member: ZipMember, offset: int) -> Iterator[bytes]:
         close = getattr(chunks, "close", None)
         if close is not None:
             close()  # releases a file member's descriptor now, not at garbage collection
-    raise StreamError(f"member {member.name!r} ended {left} bytes early")
+    raise SourceChanged(f"member {member.name!r} ended {left} bytes early")
