@@ -46,7 +46,7 @@ __all__ = [
 
 #: ``SO_SNDBUF`` asked for by ``sluicegate serve`` unless told otherwise. Linux doubles
 #: it (bookkeeping overhead), so a socket holds about 256 KiB of unsent payload; a
-#: connection then goes at most about 256 KiB per round trip (2.5 MB/s at 100 ms).
+#: connection then goes at most about 256 KiB per round trip (2.6 MB/s at 100 ms).
 DEFAULT_SNDBUF = "256K"
 
 
