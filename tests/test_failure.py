@@ -175,3 +175,15 @@ async def test_a_broken_ledger_never_breaks_the_download() -> None:
     ex = await call(StreamResponse(b"still here", ledger=Broken("/nonexistent/x.db")))
     assert ex.status == 200 and ex.body == b"still here"
     assert "transfer-id" not in ex.headers
+
+
+async def test_file_response_sends_the_cached_repr_digest(tmp_path: Path) -> None:
+    from sluicegate import FileResponse
+
+    data = bytes(range(256)) * 1000
+    path = tmp_path / "data.bin"
+    path.write_bytes(data)
+    ex = await call(FileResponse(path, digest=True))
+    assert ex.headers["repr-digest"] == digest_of(data)
+    partial = await call(FileResponse(path, digest=True), headers=[(b"range", b"bytes=0-9")])
+    assert partial.status == 206 and partial.headers["repr-digest"] == digest_of(data)

@@ -43,6 +43,7 @@ from starlette.types import Receive, Scope, Send
 
 from sluicegate.channel import DEFAULT_LIMIT
 from sluicegate.errors import ClientDisconnected, ConfigError, SourceChanged
+from sluicegate.integrity import file_digest
 from sluicegate.problem import send_problem
 from sluicegate.ranges import DEFAULT_MAX_RANGES, Representation, etag_for, evaluate
 from sluicegate.response import StreamResponse
@@ -94,6 +95,8 @@ class FileResponse(Response):
         high_water_mark: Bytes the engine may hold for this response.
         follow_symlinks: When false the last path component may not be a symlink
             (``O_NOFOLLOW``); :class:`StaticDirectory` resolves links itself.
+        digest: Send ``Repr-Digest: sha-256=:…:`` of the whole file (computed once per
+            path, size and modification time, in a worker thread).
     """
 
     def __init__(
@@ -110,6 +113,7 @@ class FileResponse(Response):
         block_size: int = MAX_FILE_READ,
         high_water_mark: int = DEFAULT_LIMIT,
         follow_symlinks: bool = True,
+        digest: bool = False,
     ) -> None:
         if not 0 < block_size <= MAX_FILE_READ:
             raise ConfigError(f"block_size must be 1..{MAX_FILE_READ}, not {block_size}")
@@ -124,6 +128,7 @@ class FileResponse(Response):
         self.block_size = block_size
         self.high_water_mark = high_water_mark
         self.follow_symlinks = follow_symlinks
+        self.digest = digest
         self._extra = extra_headers(headers, filename, disposition)
         self.raw_headers = list(self._extra)
 
@@ -156,6 +161,11 @@ class FileResponse(Response):
             await send_decision_without_body(send, decision, self._extra)
             return
         headers = merge_headers(decision, self._extra)
+        if self.digest:
+            # The whole file's digest, for 206 too (RFC 9530 Repr-Digest); hashed once
+            # per path, size and mtime, in a thread.
+            value = await asyncio.to_thread(file_digest, self.path)
+            headers = [*headers, (b"repr-digest", value.encode())]
         plan = body_plan(decision, rep)
         start = {"type": "http.response.start", "status": decision.status, "headers": headers}
         if method == "HEAD" or not plan:
