@@ -111,7 +111,7 @@ def test_the_safety_cap_stops_the_anti_pattern(tmp_path: Path) -> None:
     run = run_case(case, tmp_path, idle=0.3)
     s = summarize(case, run.trace, run.load, run.problem)
     assert result_text(s) == "cut by the safety cap"
-    assert not s.complete and s.bytes < CHUNK * COUNT
+    assert not s.complete and s.bytes < 2 * CHUNK, s.bytes  # the backlog was not sent
     assert s.backlog_peak <= 2 * CHUNK
 
 

@@ -227,8 +227,12 @@ async def ignore_backpressure(p: Params, rec: StreamRecord) -> AsyncIterator[byt
                 chunk = await create_chunk(p, i)
                 rec.made(len(chunk))
                 if rec.backlog + len(chunk) > p.cap:
-                    # The safety limit, not a fix: stop before the machine swaps.
+                    # The safety limit, not a fix: stop before the machine swaps. The
+                    # backlog is thrown away so the error is next, not 1.5 GiB later.
                     rec.stopped = f"backlog reached the safety cap of {p.cap // MiB} MiB"
+                    while not queue.empty():
+                        queue.get_nowait()
+                    rec.backlog = 0
                     queue.put_nowait(OverBudget(rec.stopped))
                     return
                 queue.put_nowait(chunk)
@@ -246,7 +250,7 @@ async def ignore_backpressure(p: Params, rec: StreamRecord) -> AsyncIterator[byt
                 return
             if isinstance(item, BaseException):
                 raise item
-            rec.backlog -= len(item)
+            rec.backlog = max(0, rec.backlog - len(item))
             yield item
     finally:
         task.cancel()
