@@ -94,6 +94,17 @@ def main(argv: list[str] | None = None) -> int:
         print(f"benchmark: {name} ...", file=sys.stderr, flush=True)
         out += step()
         Path(args.output).write_text("\n".join(out) + "\n")
+    if not args.quick:
+        print("benchmark: slow-read attack ...", file=sys.stderr, flush=True)
+        slowread = subprocess.run(
+            [sys.executable, str(ROOT / "benchmarks" / "bench_slowread.py")],
+            capture_output=True,
+            text=True,
+            cwd=ROOT,
+            timeout=900,
+        )
+        out += [slowread.stdout.strip() or f"slow-read run failed: {slowread.stderr.strip()}", ""]
+        Path(args.output).write_text("\n".join(out) + "\n")
     print("benchmark: ledger ...", file=sys.stderr, flush=True)
     ledger = subprocess.run(
         [sys.executable, str(ROOT / "benchmarks" / "bench_ledger.py")],
