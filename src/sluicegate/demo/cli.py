@@ -261,7 +261,7 @@ def demo_command(
         out_dir.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise _UsageFailure(f"cannot create --out {out_dir}: {exc.strerror or exc}") from None
-    slow = cases[0].count if cases else 0
+    slow = chunks or (20 if full else 4)
     title = "sluicegate demo: the article's experiments" + (
         " (full)" if full else f" (shortened: {slow} chunks at 20 MiB/s, 100 MiB/s for 2 s)"
     )
