@@ -347,6 +347,9 @@ async def generate_file(p: Params, rec: StreamRecord) -> AsyncIterator[bytes]:
             chunk = await create_chunk(p, i)
             rec.made(len(chunk))
             yield chunk
+            # A local keeps the last chunk alive while the next one is made: two
+            # chunks in memory where one would do (the article's JS has no local).
+            del chunk
     finally:
         rec.ended = time.time()
 
