@@ -24,11 +24,12 @@ import importlib
 import logging
 import socket
 import struct
-from typing import Any, NoReturn
+from typing import Any
 
 import click
 
 from sluicegate.budgets import Budgets
+from sluicegate.clitools import OneLineCommand, fail, parse_option
 from sluicegate.errors import ConfigError
 from sluicegate.guard import GuardPolicy
 from sluicegate.response import defaults
@@ -203,39 +204,6 @@ def reset(transport: asyncio.WriteTransport) -> None:
     transport.abort()
 
 
-class _UsageFailure(click.ClickException):
-    exit_code = 2
-
-
-class _OneLineCommand(click.Command):
-    """Usage errors as one ``Error: ...`` line, not the usage block."""
-
-    def make_context(
-        self,
-        info_name: str | None,
-        args: list[str],
-        parent: click.Context | None = None,
-        **extra: Any,
-    ) -> click.Context:
-        try:
-            return super().make_context(info_name, args, parent=parent, **extra)
-        except click.UsageError as exc:
-            raise _UsageFailure(f"{exc.format_message()} (see --help)") from None
-
-
-def _fail(message: str) -> NoReturn:
-    raise _UsageFailure(message)
-
-
-def _parse(parser: Any, value: str | None, option: str) -> Any:
-    if value is None:
-        return None
-    try:
-        return parser(value)
-    except ConfigError as exc:
-        _fail(f"{option}: {exc}")
-
-
 def _positive_number(value: object) -> bool:
     return isinstance(value, int | float) and not isinstance(value, bool) and 0 < value < 1e9
 
@@ -256,7 +224,7 @@ def _sndbuf(text: str) -> int | None:
     return size
 
 
-@click.command("serve", cls=_OneLineCommand)
+@click.command("serve", cls=OneLineCommand)
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
 @click.option("--port", default=8080, show_default=True, type=click.IntRange(0, 65535))
 @click.option(
@@ -334,27 +302,27 @@ def serve_command(
     """
     import uvicorn
 
-    sndbuf_bytes = _parse(_sndbuf, sndbuf, "--sndbuf")
+    sndbuf_bytes = parse_option(_sndbuf, sndbuf, "--sndbuf")
     try:
         guard, budgets = policies(
-            stall_timeout=_parse(_positive_duration, stall_timeout, "--stall-timeout"),
-            min_rate=_parse(parse_rate, min_rate, "--min-rate"),
-            rate_window=_parse(_positive_duration, rate_window, "--rate-window"),
-            grace=_parse(parse_duration, grace, "--grace"),
+            stall_timeout=parse_option(_positive_duration, stall_timeout, "--stall-timeout"),
+            min_rate=parse_option(parse_rate, min_rate, "--min-rate"),
+            rate_window=parse_option(_positive_duration, rate_window, "--rate-window"),
+            grace=parse_option(parse_duration, grace, "--grace"),
             max_streams=max_streams,
             max_streams_per_client=max_streams_per_client,
-            max_buffered=_parse(parse_size, max_buffered, "--max-buffered"),
+            max_buffered=parse_option(parse_size, max_buffered, "--max-buffered"),
         )
     except ConfigError as exc:
-        _fail(str(exc))
+        fail(str(exc))
     try:
         app = load_app(app_spec)
     except click.BadParameter as exc:
-        _fail(f"--app: {exc.message}")
+        fail(f"--app: {exc.message}")
     try:
         sock = bind_socket(host, port, sndbuf=sndbuf_bytes)
     except OSError as exc:
-        _fail(f"cannot listen on {host}:{port}: {exc.strerror or exc}")
+        fail(f"cannot listen on {host}:{port}: {exc.strerror or exc}")
     # Only now, with nothing left to fail: the defaults are process-wide.
     if guard is not None:
         defaults.guard = guard

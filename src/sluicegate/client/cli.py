@@ -9,12 +9,13 @@ import asyncio
 import json
 import sys
 import time
-from typing import Any, NoReturn
+from typing import Any
 
 import click
 
 from sluicegate.client.fetch import ExitCode, FetchCounters, FetchResult, fetch
 from sluicegate.client.swarm import SwarmResult, check_target, parse_mix, swarm
+from sluicegate.clitools import OneLineCommand, fail, parse_option
 from sluicegate.errors import ConfigError
 from sluicegate.units import (
     format_duration,
@@ -56,47 +57,12 @@ Exit codes: 0 the run finished (read the counts), 2 bad arguments.
 """
 
 
-class _UsageFailure(click.ClickException):
-    """A usage error shown as a single ``Error: ...`` line."""
-
-    exit_code = int(ExitCode.USAGE)
-
-
-class _OneLineCommand(click.Command):
-    """A click command whose usage errors are one line, not the usage block."""
-
-    def make_context(
-        self,
-        info_name: str | None,
-        args: list[str],
-        parent: click.Context | None = None,
-        **extra: Any,
-    ) -> click.Context:
-        try:
-            return super().make_context(info_name, args, parent=parent, **extra)
-        except click.UsageError as exc:
-            raise _UsageFailure(f"{exc.format_message()} (see --help)") from None
-
-
-def _fail(message: str) -> NoReturn:
-    raise _UsageFailure(message)
-
-
-def _parse(parser: Any, value: str | None, option: str) -> Any:
-    if value is None:
-        return None
-    try:
-        return parser(value)
-    except ConfigError as exc:
-        _fail(f"{option}: {exc}")
-
-
 def _parse_headers(values: tuple[str, ...]) -> list[tuple[str, str]]:
     headers = []
     for value in values:
         name, colon, rest = value.partition(":")
         if not colon or not name.strip() or any(c in name for c in " \t"):
-            _fail(f"--header: bad header {value!r}: expected 'Name: value'")
+            fail(f"--header: bad header {value!r}: expected 'Name: value'")
         headers.append((name.strip(), rest.strip()))
     return headers
 
@@ -159,7 +125,7 @@ def _summary_line(result: FetchResult) -> str:
     )
 
 
-@click.command("fetch", cls=_OneLineCommand, epilog=FETCH_EPILOG)
+@click.command("fetch", cls=OneLineCommand, epilog=FETCH_EPILOG)
 @click.argument("url")
 @click.option("-o", "--output", metavar="FILE", help="Write to FILE (via FILE.part).")
 @click.option("-r", "--limit-rate", metavar="RATE", help="Read at most RATE bytes/s: 64K, 10M.")
@@ -212,22 +178,22 @@ def fetch_command(
     """
     options: dict[str, Any] = {
         "output": output,
-        "limit_rate": _parse(parse_rate, limit_rate, "--limit-rate"),
-        "pause_after": _parse(parse_duration, pause_after, "--pause-after"),
-        "pause_for": _parse(parse_duration, pause_for, "--pause-for"),
+        "limit_rate": parse_option(parse_rate, limit_rate, "--limit-rate"),
+        "pause_after": parse_option(parse_duration, pause_after, "--pause-after"),
+        "pause_for": parse_option(parse_duration, pause_for, "--pause-for"),
         "schedule": schedule,
         "resume": resume,
         "verify": verify,
-        "rcvbuf": _parse(parse_size, rcvbuf, "--rcvbuf"),
-        "mss": _parse(parse_size, mss, "--mss"),
-        "timeout": _parse(parse_duration, timeout, "--timeout"),
+        "rcvbuf": parse_option(parse_size, rcvbuf, "--rcvbuf"),
+        "mss": parse_option(parse_size, mss, "--mss"),
+        "timeout": parse_option(parse_duration, timeout, "--timeout"),
         "headers": _parse_headers(headers),
     }
     show_bar = not (quiet or as_json) and sys.stderr.isatty()
     try:
         result = asyncio.run(_run_fetch(url, options, show_bar))
     except ConfigError as exc:
-        _fail(str(exc))
+        fail(str(exc))
     except KeyboardInterrupt:
         click.echo("interrupted: any FILE.part is kept for --resume", err=True)
         sys.exit(130)
@@ -307,7 +273,7 @@ def _print_swarm(result: SwarmResult) -> None:
             console.print(f"[red]{c.label}: {count} x {message}[/red]")
 
 
-@click.command("swarm", cls=_OneLineCommand, epilog=SWARM_EPILOG)
+@click.command("swarm", cls=OneLineCommand, epilog=SWARM_EPILOG)
 @click.argument("url")
 @click.option(
     "-n",
@@ -362,9 +328,9 @@ def swarm_command(
     The run stops by itself after --duration, or once --requests requests have
     finished; requests still running then are counted as interrupted.
     """
-    entries = _parse(parse_mix, mix, "--mix")
-    seconds = _parse(parse_duration, duration, "--duration")
-    stall = _parse(parse_duration, timeout, "--timeout")
+    entries = parse_option(parse_mix, mix, "--mix")
+    seconds = parse_option(parse_duration, duration, "--duration")
+    stall = parse_option(parse_duration, timeout, "--timeout")
     try:
         check_target(url, allow_remote)
         result = asyncio.run(
@@ -379,7 +345,7 @@ def swarm_command(
             )
         )
     except ConfigError as exc:
-        _fail(str(exc))
+        fail(str(exc))
     except KeyboardInterrupt:
         click.echo("interrupted", err=True)
         sys.exit(130)

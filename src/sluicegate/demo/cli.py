@@ -28,6 +28,7 @@ import click
 from rich.console import Console
 
 from sluicegate.client import fetch
+from sluicegate.clitools import OneLineCommand, UsageFailure
 from sluicegate.demo.plan import NODE_FILES, SCENARIOS, Case, plan_cases
 from sluicegate.demo.report import (
     RunSummary,
@@ -178,27 +179,7 @@ def run_demo(
     return result
 
 
-class _OneLineCommand(click.Command):
-    """Usage errors as one ``Error: ...`` line and exit code 2, not the usage block."""
-
-    def make_context(
-        self,
-        info_name: str | None,
-        args: list[str],
-        parent: click.Context | None = None,
-        **extra: Any,
-    ) -> click.Context:
-        try:
-            return super().make_context(info_name, args, parent=parent, **extra)
-        except click.UsageError as exc:
-            raise _UsageFailure(f"{exc.format_message()} (see --help)") from None
-
-
-class _UsageFailure(click.ClickException):
-    exit_code = 2
-
-
-@click.command("demo", cls=_OneLineCommand)
+@click.command("demo", cls=OneLineCommand)
 @click.option("--full", is_flag=True, help="The article's parameters: 20 chunks (~15 min).")
 @click.option(
     "--out",
@@ -245,7 +226,7 @@ def demo_command(
     if with_node:
         why = node_available()
         if why is not None:
-            raise _UsageFailure(f"--with-node: {why}")
+            raise UsageFailure(f"--with-node: {why}")
         servers.append("node")
     try:
         cases = plan_cases(
@@ -256,11 +237,11 @@ def demo_command(
             pause=not no_pause,
         )
     except ConfigError as exc:
-        raise _UsageFailure(str(exc)) from None
+        raise UsageFailure(str(exc)) from None
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
-        raise _UsageFailure(f"cannot create --out {out_dir}: {exc.strerror or exc}") from None
+        raise UsageFailure(f"cannot create --out {out_dir}: {exc.strerror or exc}") from None
     slow = chunks or (20 if full else 4)
     title = "sluicegate demo: the article's experiments" + (
         " (full)" if full else f" (shortened: {slow} chunks at 20 MiB/s, 100 MiB/s for 2 s)"
