@@ -187,3 +187,19 @@ async def test_file_response_sends_the_cached_repr_digest(tmp_path: Path) -> Non
     assert ex.headers["repr-digest"] == digest_of(data)
     partial = await call(FileResponse(path, digest=True), headers=[(b"range", b"bytes=0-9")])
     assert partial.status == 206 and partial.headers["repr-digest"] == digest_of(data)
+
+
+async def test_inband_ending_is_in_the_trailer_digest() -> None:
+    ex = Exchange()
+    response = StreamResponse(
+        rows_then_boom(), media_type="application/x-ndjson", on_error="inband", digest=True
+    )
+    await call(
+        response,
+        exchange=ex,
+        headers=[(b"te", b"trailers")],
+        extensions={"http.response.trailers": {}},
+    )
+    body = b"".join(bytes(m.get("body", b"")) for m in ex.messages[1:-1])
+    assert body.endswith(b'"message":"row 3 is gone"}\n')
+    assert ex.messages[-1]["headers"] == [(b"repr-digest", digest_of(body).encode())]

@@ -430,8 +430,13 @@ class Channel:
         await waiter
 
     @property
+    def queued(self) -> int:
+        """Bytes waiting to be taken (those taken and in flight not counted)."""
+        return self.buffered - self._taken
+
+    @property
     def has_queued(self) -> bool:
-        """Whether bytes wait to be taken (not counting those taken and in flight)."""
+        """Whether bytes wait to be taken."""
         return self.buffered > self._taken
 
     @property

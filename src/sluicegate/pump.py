@@ -150,7 +150,7 @@ _YIELD_EVERY = 16
 
 
 class Pump:
-    """Moves one response's bytes from its channel to ``send_body``.
+    """Moves one response's bytes from its channel to the server's ``send``.
 
     ``start(size)`` sends the response head; it is called once, just before the first
     body message, with the body's size when known (``size``, or the whole body when
@@ -248,7 +248,7 @@ class Pump:
         to wait is handed to a sender task, which then sends the rest.
         """
         channel = self.channel
-        while self._sender is None and channel.buffered - channel._taken >= below:
+        while self._sender is None and channel.queued >= below:
             chunk = channel.take(self.max_message)
             if chunk is None:
                 return

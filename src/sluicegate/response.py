@@ -37,7 +37,7 @@ from starlette.background import BackgroundTask
 from starlette.responses import Response
 from starlette.types import Message, Receive, Scope, Send
 
-from sluicegate.channel import DEFAULT_LIMIT, Channel
+from sluicegate.channel import DEFAULT_LIMIT, Bytes, Channel
 from sluicegate.errors import ClientDisconnected, ConfigError, StreamTimedOut
 from sluicegate.failure import OnError, check_policy, final_chunk
 from sluicegate.integrity import Digester, digest_of
@@ -304,14 +304,16 @@ class StreamResponse(Response):
             self._error = exc
             if pump.started:
                 last = final_chunk(self.on_error, self.media_type, exc, self.charset)
-                if last is not None and not trailers:
+                if last is not None:
                     logger.warning(
                         "producer of %s failed; ended in band: %r", scope.get("path"), exc
                     )
-                    # What was made before the failure, then the error record.
+                    # What was made before the failure, then the error record: all of
+                    # it counted in the digest, which the trailer then reports.
                     while (chunk := channel.take(self.max_message)) is not None:
-                        await pump.send_body(chunk, True)
-                    await pump.send_body(last, False)
+                        await _send_counted(pump, chunk, True)
+                    await _send_counted(pump, last, False)
+                    await _send_trailers(send, digester if trailers else None)
                     return "failed"
                 # After the commit the only honest signal left is an incomplete body:
                 # re-raising makes the server close the connection without the last chunk.
@@ -393,6 +395,14 @@ async def _watch(receive: Receive, pump: Pump, task: asyncio.Task[None]) -> None
     # pump stops the iterator and the sends now, not when they next look.
     channel.close(ClientDisconnected("the client went away"))
     task.cancel()
+
+
+async def _send_counted(pump: Pump, chunk: Bytes, more: bool) -> None:
+    """Send outside the pump's loop, still hashed and counted."""
+    if pump.digester is not None:
+        pump.digester.update(chunk)
+    await pump.send_body(chunk, more)
+    pump.metrics.bytes_sent += chunk.nbytes if isinstance(chunk, memoryview) else len(chunk)
 
 
 async def _send_trailers(send: Send, digester: Digester | None) -> None:
