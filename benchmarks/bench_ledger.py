@@ -177,14 +177,22 @@ def make_app(ledger: Ledger) -> Any:
     )
 
 
-def _serve(db: str, port: int, commit_delay: float) -> None:
+def _serve(where: str, port: int, commit_delay: float) -> None:
     import uvicorn
 
-    app = make_app(SQLiteLedger(db, commit_delay=commit_delay))
-    uvicorn.run(app, host="127.0.0.1", port=port, log_level="warning", access_log=False)
+    ledger: Ledger
+    if where.startswith("redis://"):
+        from sluicegate.ledger.redis import RedisLedger
+
+        ledger = RedisLedger(where, prefix=f"bench-http:{time.time_ns()}:", max_age=600)
+    else:
+        ledger = SQLiteLedger(where, commit_delay=commit_delay)
+    uvicorn.run(make_app(ledger), host="127.0.0.1", port=port, log_level="warning")
 
 
-def http_overhead(n: int, commit_delay: float = 0.005) -> dict[str, float]:
+def http_overhead(
+    n: int, commit_delay: float = 0.005, redis_url: str | None = None
+) -> dict[str, float]:
     """Per request on uvicorn, /plain against /ledgered, keep-alive, taken in turns.
 
     Wall time is what the client sees; server CPU time (all threads, from psutil) is what
@@ -197,9 +205,9 @@ def http_overhead(n: int, commit_delay: float = 0.005) -> dict[str, float]:
     rounds = 10  # alternate, so that drift in machine load hits both alike
     per_round = max(1, n // rounds)
     with tempfile.TemporaryDirectory() as tmp:
-        db = str(Path(tmp) / "bench.db")
+        where = redis_url or str(Path(tmp) / "bench.db")
         server = subprocess.Popen(
-            [sys.executable, __file__, "--serve", db, str(port), str(commit_delay)]
+            [sys.executable, __file__, "--serve", where, str(port), str(commit_delay)]
         )
         try:
             _wait_for_port(port)
@@ -233,7 +241,7 @@ def http_overhead(n: int, commit_delay: float = 0.005) -> dict[str, float]:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("-n", type=int, default=10_000, help="transfers per measurement")
-    parser.add_argument("--requests", type=int, default=2_000, help="HTTP requests per path")
+    parser.add_argument("--requests", type=int, default=10_000, help="HTTP requests per path")
     parser.add_argument("--redis-url", help="use this Redis instead of starting one")
     parser.add_argument("--no-http", action="store_true", help="skip the uvicorn comparison")
     parser.add_argument("--json", action="store_true", help="print one JSON object")
@@ -263,8 +271,10 @@ def main(argv: list[str] | None = None) -> int:
             results["redis"] = asyncio.run(
                 measure(lambda: RedisLedger(url, prefix=prefix, max_age=600), args.n)
             )
-    if not args.no_http:
-        results["http"] = http_overhead(args.requests, args.commit_delay)
+        if not args.no_http:
+            results["http"] = http_overhead(args.requests, args.commit_delay)
+            if url is not None:
+                results["http_redis"] = http_overhead(args.requests, args.commit_delay, url)
 
     if args.json:
         print(json.dumps(results, indent=2))
@@ -279,15 +289,17 @@ def main(argv: list[str] | None = None) -> int:
                 f"  {backend:7} CPU {row['cpu_us']:6.1f} µs   wall {row['wall_us']:6.1f} µs"
                 f"  (100 in flight)   finish latency {row['latency_us']:7.1f} µs"
             )
-    if "http" in results:
-        h = results["http"]
-        print(f"1 KiB streamed response on uvicorn, {args.requests} requests per path")
+    for key, name in (("http", "SQLite"), ("http_redis", "Redis")):
+        if key not in results:
+            continue
+        h = results[key]
+        print(f"1 KiB StreamResponse on uvicorn, {args.requests} requests per path, {name}")
         print(
-            f"  client wall  plain {h['plain_wall_us']:7.1f} µs   with SQLite ledger"
+            f"  client wall  plain {h['plain_wall_us']:7.1f} µs   with {name} ledger"
             f" {h['ledgered_wall_us']:7.1f} µs   added {h['added_wall_percent']:+5.1f} %"
         )
         print(
-            f"  server CPU   plain {h['plain_server_cpu_us']:7.1f} µs   with SQLite ledger"
+            f"  server CPU   plain {h['plain_server_cpu_us']:7.1f} µs   with {name} ledger"
             f" {h['ledgered_server_cpu_us']:7.1f} µs"
             f"   added {h['added_server_cpu_percent']:+5.1f} %"
         )
