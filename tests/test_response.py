@@ -432,3 +432,48 @@ async def test_send_raising_oserror_midway_is_a_quiet_client_gone(
     await asyncio.sleep(0.01)
     gc.collect()
     assert "never retrieved" not in caplog.text
+
+
+async def test_a_producer_that_ends_without_awaiting_gets_one_end_and_every_byte() -> None:
+    # A turn callback queued while the body ended must not start a second sender.
+    async def gen() -> AsyncIterator[bytes]:
+        for c in b"abc":
+            yield bytes([c]) * 40_000
+
+    ex = Exchange()
+    sends = 0
+    concurrent = peak = 0
+
+    async def slow(message: dict[str, object]) -> None:
+        nonlocal sends, concurrent, peak
+        sends += 1
+        concurrent += 1
+        peak = max(peak, concurrent)
+        await asyncio.sleep({2: 0.01, 3: 0.05}.get(sends, 0))
+        concurrent -= 1
+
+    ex.on_send = slow
+    await call(StreamResponse(gen(), high_water_mark=1 << 20), exchange=ex)
+    assert ex.body == b"a" * 40_000 + b"b" * 40_000 + b"c" * 40_000
+    assert [m.get("more_body", False) for m in ex.messages[1:]].count(False) == 1
+    assert peak == 1
+
+
+async def test_inband_ending_keeps_what_a_slow_client_had_not_taken_yet() -> None:
+    async def rows() -> AsyncIterator[str]:
+        for i in range(5):
+            yield f'{{"row":{i}}}\n'
+        await asyncio.sleep(0)
+        raise ValueError("db gone")
+
+    ex = Exchange()
+
+    async def slow(message: dict[str, object]) -> None:
+        await asyncio.sleep(0.01)
+
+    ex.on_send = slow
+    response = StreamResponse(rows(), media_type="application/x-ndjson", on_error="inband")
+    await call(response, exchange=ex)
+    lines = ex.body.decode().splitlines()
+    assert lines[:5] == [f'{{"row":{i}}}' for i in range(5)]
+    assert json.loads(lines[5])["error"] == "ValueError" and ex.complete

@@ -268,6 +268,9 @@ class Channel:
     def _put_locked(self, chunk: Bytes | _Flush) -> None:
         if self.closed:
             raise ChannelClosed("the stream has ended; nothing more can be written")
+        if type(chunk) is memoryview and (chunk.format != "B" or chunk.ndim != 1):
+            # Slices are taken by byte offset; a view of int32s would slice items.
+            chunk = chunk.cast("B")
         if chunk is FLUSH:
             self._queue.append(FLUSH)
             self._tail = None

@@ -40,7 +40,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Gener
 from typing import Any, Final, Protocol
 
 from sluicegate.channel import Bytes, Channel
-from sluicegate.errors import ClientDisconnected, StreamTimedOut
+from sluicegate.errors import ChannelClosed, ClientDisconnected, StreamError, StreamTimedOut
 from sluicegate.integrity import Digester
 from sluicegate.metrics import REGISTRY, StreamMetrics
 from sluicegate.sources import ChannelSource, Source
@@ -187,13 +187,16 @@ class Pump:
         self._sender: asyncio.Task[None] | None = None
         self._head: asyncio.Future[None] | None = None
         self._inline = 0
+        # run_iterator has left fill(): a turn callback still queued must do nothing.
+        self._done = False
 
     # -- driving ---------------------------------------------------------------------
 
     async def run_iterator(self, iterator: AsyncIterator[Any], charset: str) -> None:
         """Produce from ``iterator`` in this task and send, overlapping when the client lags."""
+        channel = self.channel
         try:
-            await self.channel.fill(
+            await channel.fill(
                 iterator,
                 charset,
                 when_full=self._make_room,
@@ -202,10 +205,23 @@ class Pump:
             )
             self.ended = True
             await self._finish()
-        finally:
-            # On the way out after an error: that error is the one to report.
-            with contextlib.suppress(Exception):
+        except ChannelClosed:
+            # The sender failed and closed the channel: its error is the one to report.
+            if channel.error is not None:
+                raise channel.error from None
+            raise
+        except asyncio.CancelledError:
+            self._done = True
+            with contextlib.suppress(Exception, asyncio.CancelledError):
                 await self._stop_sender()
+            raise
+        finally:
+            self._done = True
+            # The producer failed: let what it made before leave (an in-band ending
+            # follows it, and an abort is no less honest for it), then collect the
+            # sender's error, if any, without masking the producer's.
+            with contextlib.suppress(Exception):
+                await self._stop_sender(wait=True)
 
     async def run_channel(self) -> None:
         """Send what another producer puts in the channel, until it is closed."""
@@ -276,6 +292,8 @@ class Pump:
 
     def _on_turn(self) -> bool:
         """The producer let the loop turn with bytes queued: let them leave now."""
+        if self.ended or self._done:
+            return False  # _finish (or the error path) owns the rest
         if self._sender is None and not self.finished and self.channel.has_queued:
             self._sender = _sender_task(self._drain())
             return True
@@ -310,8 +328,10 @@ class Pump:
                 await self._send_message(chunk, not (self.ended and not channel.has_queued))
         except BaseException as exc:
             # Wake a producer waiting for room: it must stop, with this error. This
-            # task stays in _sender so that the pump collects its error.
-            channel.close(exc if isinstance(exc, Exception) else None)
+            # task stays in _sender so that the pump collects its error. A cancelled
+            # send is a failed one too: never let the rest pass for a whole body.
+            error = exc if isinstance(exc, Exception) else StreamError("sending was cancelled")
+            channel.close(error)
             raise
         self._sender = None
 

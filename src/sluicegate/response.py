@@ -116,7 +116,8 @@ class StreamResponse(Response):
     """Stream ``content`` to the client, holding at most ``high_water_mark`` bytes.
 
     ``content`` may be an async or sync iterable of chunks (``bytes``, ``bytearray``,
-    ``memoryview`` or ``str``), a binary file object, ``bytes``/``str``, a
+    ``memoryview`` or ``str``; chunks are sent by reference, without a copy, so do
+    not reuse a ``bytearray`` after yielding it), a binary file object, ``bytes``/``str``, a
     :class:`~sluicegate.PullSource` or a :class:`~sluicegate.Channel`.
 
     :param high_water_mark: bytes sluicegate may hold for this stream beyond the
