@@ -6,6 +6,7 @@ import contextlib
 import fcntl
 import socket
 import struct
+import subprocess
 import termios
 import threading
 import time
@@ -89,3 +90,27 @@ def read_headers(sock: socket.socket) -> tuple[bytes, bytes]:
         data += more
     head, _, rest = data.partition(b"\r\n\r\n")
     return head, rest
+
+
+def wait_for_port(proc: Any, port: int, what: str, timeout: float = 20.0) -> None:
+    """Wait until ``proc`` accepts connections on ``port``; fail the test if it never does."""
+    import pytest
+
+    deadline = time.monotonic() + timeout
+    while True:
+        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 0.2):
+            return
+        if proc.poll() is not None or time.monotonic() > deadline:
+            stderr = proc.stderr.read() if proc.stderr else ""
+            pytest.fail(f"{what} did not start {stderr!r}"[:2000])
+        time.sleep(0.05)
+
+
+def stop(proc: Any, grace: float = 10.0) -> None:
+    """End a process we started: terminate, then kill after ``grace`` seconds."""
+    proc.terminate()
+    try:
+        proc.wait(grace)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait(5)

@@ -7,12 +7,13 @@ import shutil
 import socket
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import pytest
+
+from tests.servers import stop, wait_for_port
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -81,21 +82,10 @@ def serving(server: str) -> Iterator[int]:
         _command(server, port), cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
     )
     try:
-        deadline = time.monotonic() + 20
-        while True:
-            with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 0.2):
-                break
-            if proc.poll() is not None or time.monotonic() > deadline:
-                pytest.fail(f"{server} did not start")
-            time.sleep(0.05)
+        wait_for_port(proc, port, server)
         yield port
     finally:
-        proc.terminate()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        stop(proc)
 
 
 @pytest.fixture(scope="module", params=SERVERS)

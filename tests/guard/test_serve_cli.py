@@ -20,7 +20,7 @@ from sluicegate.errors import ConfigError
 from sluicegate.guard import GuardPolicy
 from sluicegate.response import defaults
 from sluicegate.serve import bind_socket, policies
-from tests.servers import read_headers, request
+from tests.servers import read_headers, request, stop, wait_for_port
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -97,21 +97,10 @@ def served() -> Iterator[int]:
     argv += ["--log-level", "critical"]
     proc = subprocess.Popen(argv, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     try:
-        deadline = time.monotonic() + 15
-        while True:
-            assert proc.poll() is None, proc.stderr.read() if proc.stderr else ""
-            with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 0.2):
-                break
-            assert time.monotonic() < deadline, "sluicegate serve did not start"
-            time.sleep(0.05)
+        wait_for_port(proc, port, "sluicegate serve", timeout=15)
         yield port
     finally:
-        proc.terminate()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(5)
+        stop(proc)
 
 
 def test_serve_cuts_a_stalled_reader_and_refuses_over_budget(served: int) -> None:

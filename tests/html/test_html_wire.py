@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-import shutil
 import signal
 import socket
 import subprocess
@@ -18,16 +17,10 @@ import pytest
 from html_support import assert_well_formed, running
 from starlette.responses import HTMLResponse
 
+from sluicegate.browser import find_chromium, headless_args
 from sluicegate.html import HTMLStream, Retry, Section
 
-CHROMIUM = next(
-    (
-        p
-        for p in ("/usr/bin/chromium", shutil.which("chromium"), shutil.which("chromium-browser"))
-        if p and os.path.exists(p)
-    ),
-    None,
-)
+CHROMIUM = find_chromium()
 
 HEAD = (
     "<!doctype html><html><head><meta charset=utf-8><title>head first</title>"
@@ -126,16 +119,7 @@ def _chromium(profile: Path, url: str) -> subprocess.CompletedProcess[str]:
     """Run headless Chromium on ``url`` with --dump-dom; end it (and its children) by pid."""
     assert CHROMIUM is not None
     args = [
-        CHROMIUM,
-        "--headless",
-        "--no-sandbox",
-        "--disable-gpu",
-        "--disable-quic",
-        "--no-first-run",
-        "--disable-background-networking",
-        "--disable-component-update",
-        "--disable-sync",
-        f"--user-data-dir={profile}",
+        *headless_args(CHROMIUM, profile),
         "--virtual-time-budget=10000",
         "--dump-dom",
         url,

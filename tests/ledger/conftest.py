@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 
 from sluicegate.ledger import Ledger, SQLiteLedger
+from tests.servers import stop
 
 BACKENDS = ["sqlite", "redis"]
 REDIS_MISSING = "redis-server is not on PATH (apt-get install redis-server; CI installs it)"
@@ -61,12 +62,7 @@ def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         try:
             yield f"redis://127.0.0.1:{port}/0"
         finally:
-            proc.terminate()
-            try:
-                proc.wait(5)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(5)
+            stop(proc, grace=5)
         return
     pytest.fail("could not start redis-server")
 

@@ -34,6 +34,7 @@ from rich import box
 from rich.console import Console
 from rich.table import Table
 
+from sluicegate.browser import find_chromium, headless_args
 from sluicegate.demo.plan import ARTICLE, Case
 from sluicegate.demo.runner import Recv
 from sluicegate.doctor.analysis import analyze
@@ -443,18 +444,9 @@ def write_html(
     path.write_text(page, encoding="utf-8")
 
 
-def chromium() -> str | None:
-    """A headless-capable Chromium or Chrome on PATH, if any."""
-    for name in ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable"):
-        found = shutil.which(name)
-        if found:
-            return found
-    return None
-
-
 def write_chart_png(path: Path, summaries: Sequence[RunSummary], *, title: str) -> str | None:
     """Render the memory overlay to ``path`` with headless Chromium; return why not, or None."""
-    browser = chromium()
+    browser = find_chromium()
     if browser is None:
         return "no Chromium on PATH: skipped the PNG"
     fig = _figure(summaries, with_queues=False)
@@ -466,11 +458,12 @@ def write_chart_png(path: Path, summaries: Sequence[RunSummary], *, title: str) 
         src.write_text(page, encoding="utf-8")
         out = Path(tmp) / "chart.png"
         cmd = [
-            browser, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
-            "--no-first-run", "--disable-background-networking", "--disable-component-update",
-            "--disable-sync", f"--user-data-dir={tmp}/profile", "--hide-scrollbars",
-            "--window-size=1200,700", f"--screenshot={out}", src.as_uri(),
-        ]  # fmt: skip
+            *headless_args(browser, f"{tmp}/profile"),
+            "--hide-scrollbars",
+            "--window-size=1200,700",
+            f"--screenshot={out}",
+            src.as_uri(),
+        ]
         proc = subprocess.Popen(
             cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
         )
