@@ -341,8 +341,8 @@ def main(argv: list[str] | None = None) -> int:
                 cmd = [py, "-m", "sluicegate", "serve", *common, *GUARDED]
                 shown = "sluicegate serve " + " ".join(GUARDED)
             else:
-                cmd = [py, "-m", "uvicorn", "sluicegate.examples:app", *common]
-                shown = "uvicorn sluicegate.examples:app"
+                cmd = [py, "-m", "uvicorn", "sluicegate.cli.examples:app", *common]
+                shown = "uvicorn sluicegate.cli.examples:app"
             run = Run(name, shown)
             print(f"... {name}: {shown}", file=sys.stderr)
             measure(run, cmd, port, args, Path(tmp))

@@ -7,7 +7,7 @@ import json
 from click.testing import CliRunner
 
 from sluicegate.cli import main
-from sluicegate.examples import app
+from sluicegate.cli.examples import app
 from tests.asgi import call
 
 

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from sluicegate import ConfigError, StreamResponse
-from sluicegate.integrity import Digester, digest_of, file_digest
+from sluicegate.http.integrity import Digester, digest_of, file_digest
 from sluicegate.ledger import SQLiteLedger
 from tests.asgi import Exchange, call
 

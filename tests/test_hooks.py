@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from sluicegate import Refusal, StreamResponse, defaults
-from sluicegate.metrics import REGISTRY
+from sluicegate.engine.metrics import REGISTRY
 from tests.asgi import Exchange, call
 
 

@@ -1,4 +1,4 @@
-"""Tests for sluicegate.ranges: RFC 9110 Range and conditional requests, sans-IO."""
+"""Tests for sluicegate.http.ranges: RFC 9110 Range and conditional requests, sans-IO."""
 
 from __future__ import annotations
 
@@ -14,9 +14,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from sluicegate import ranges
 from sluicegate.errors import ConfigError
-from sluicegate.ranges import (
+from sluicegate.http import ranges
+from sluicegate.http.ranges import (
     MAX_RANGE_FIELD_LENGTH,
     Decision,
     Reason,

@@ -404,7 +404,7 @@ async def test_send_raising_oserror_midway_is_a_quiet_client_gone(
 ) -> None:
     import gc
 
-    from sluicegate.metrics import REGISTRY
+    from sluicegate.engine.metrics import REGISTRY
 
     async def endless() -> AsyncIterator[bytes]:
         while True:

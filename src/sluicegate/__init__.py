@@ -11,8 +11,19 @@ The public API is what this module exports::
     app = StreamResponse(numbers(), media_type="text/plain")  # an ASGI app
 """
 
-from sluicegate.budgets import Budgets
-from sluicegate.channel import FLUSH, Channel, Chunk, Policy
+from sluicegate.engine.channel import FLUSH, Channel, Chunk, Policy
+from sluicegate.engine.metrics import StreamMetrics
+from sluicegate.engine.pump import SendGuard
+from sluicegate.engine.response import (
+    Admission,
+    AdmissionTicket,
+    Defaults,
+    GuardFactory,
+    Refusal,
+    StreamResponse,
+    defaults,
+)
+from sluicegate.engine.sources import PullSource, Source
 from sluicegate.errors import (
     ChannelClosed,
     ChannelFull,
@@ -32,25 +43,14 @@ from sluicegate.errors import (
     StreamTimedOut,
     UnknownTransfer,
 )
-from sluicegate.files import FileResponse, StaticDirectory
-from sluicegate.guard import Guard, GuardPolicy
-from sluicegate.html import HTMLStream, Retry, Section, retry
-from sluicegate.metrics import StreamMetrics
-from sluicegate.pump import SendGuard
-from sluicegate.ranges import Representation
-from sluicegate.response import (
-    Admission,
-    AdmissionTicket,
-    Defaults,
-    GuardFactory,
-    Refusal,
-    StreamResponse,
-    defaults,
-)
-from sluicegate.seekable import SeekableResponse, SeekableSource
-from sluicegate.sources import PullSource, Source
-from sluicegate.spool import Spool
-from sluicegate.zipstream import ZipMember, ZipStream
+from sluicegate.http.files import FileResponse, StaticDirectory
+from sluicegate.http.html import HTMLStream, Retry, Section, retry
+from sluicegate.http.ranges import Representation
+from sluicegate.http.seekable import SeekableResponse, SeekableSource
+from sluicegate.http.spool import Spool
+from sluicegate.http.zipstream import ZipMember, ZipStream
+from sluicegate.protect.budgets import Budgets
+from sluicegate.protect.guard import Guard, GuardPolicy
 
 __version__ = "0.1.0"
 

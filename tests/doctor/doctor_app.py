@@ -21,7 +21,7 @@ import time
 from typing import Any
 from urllib.parse import parse_qs
 
-from sluicegate import metrics
+from sluicegate.engine import metrics
 
 _hoard: list[bytearray] = []
 _tasks: set[asyncio.Task[None]] = set()

@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from sluicegate.browser import find_chromium, headless_args
 from sluicegate.cli import main
+from sluicegate.cli.browser import find_chromium, headless_args
 
 HERE = Path(__file__).parent
 CHROMIUM = find_chromium()

@@ -8,10 +8,10 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
-from sluicegate.files import FileResponse, StaticDirectory
-from sluicegate.seekable import SeekableResponse
-from sluicegate.spool import Spool
-from sluicegate.zipstream import CrcCache, ZipMember, ZipStream
+from sluicegate.http.files import FileResponse, StaticDirectory
+from sluicegate.http.seekable import SeekableResponse
+from sluicegate.http.spool import Spool
+from sluicegate.http.zipstream import CrcCache, ZipMember, ZipStream
 
 
 def live_bytes(size: int, seed: int = 11) -> bytes:

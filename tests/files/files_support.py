@@ -8,7 +8,7 @@ import io
 import os
 from typing import Any
 
-from sluicegate.seekable import SeekableSource
+from sluicegate.http.seekable import SeekableSource
 
 
 async def call(

@@ -13,9 +13,9 @@ import pytest
 from files_support import AsyncBytesSeekable, BytesSeekable, call
 
 from sluicegate.errors import StreamError
-from sluicegate.files import FileResponse
-from sluicegate.ranges import Representation, etag_for, evaluate, format_http_date, iter_body
-from sluicegate.seekable import SeekableResponse, content_disposition
+from sluicegate.http.files import FileResponse
+from sluicegate.http.ranges import Representation, etag_for, evaluate, format_http_date, iter_body
+from sluicegate.http.seekable import SeekableResponse, content_disposition
 
 DATA = random.Random(3).randbytes(700_000)
 

@@ -9,7 +9,7 @@ import pytest
 from files_support import call
 
 from sluicegate.errors import ConfigError
-from sluicegate.files import StaticDirectory, safe_segments
+from sluicegate.http.files import StaticDirectory, safe_segments
 
 
 @pytest.mark.parametrize(

@@ -12,7 +12,7 @@ import httpx
 import pytest
 from files_apps import Site
 
-from sluicegate.ranges import Representation, evaluate, iter_body
+from sluicegate.http.ranges import Representation, evaluate, iter_body
 
 
 @pytest.fixture
@@ -116,8 +116,8 @@ def test_inside_starlette(tmp_path: Path, server: tuple[str, Any]) -> None:
     from starlette.applications import Starlette
     from starlette.routing import Mount, Route
 
-    from sluicegate.files import FileResponse
-    from sluicegate.seekable import SeekableResponse
+    from sluicegate.http.files import FileResponse
+    from sluicegate.http.seekable import SeekableResponse
 
     site = Site(tmp_path)
 
@@ -157,7 +157,7 @@ def test_file_truncated_while_served_is_cut_short(tmp_path: Path, server: tuple[
     """Real server, slow reader: the body stops short of Content-Length, never ends clean."""
     import os
 
-    from sluicegate.files import FileResponse
+    from sluicegate.http.files import FileResponse
     from tests.servers import read_headers, request
 
     path = tmp_path / "big.bin"

@@ -13,7 +13,7 @@ import pytest
 from files_support import call
 
 from sluicegate.errors import ConfigError, StreamError
-from sluicegate.spool import Spool
+from sluicegate.http.spool import Spool
 
 DATA = random.Random(9).randbytes(300_000)
 

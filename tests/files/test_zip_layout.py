@@ -16,7 +16,7 @@ import pytest
 from files_support import RangeFile
 
 from sluicegate.errors import ConfigError, StreamError
-from sluicegate.zipstream import ZIP64_LIMIT, CrcCache, ZipLayout, ZipMember, ZipStream
+from sluicegate.http.zipstream import ZIP64_LIMIT, CrcCache, ZipLayout, ZipMember, ZipStream
 
 
 def _files(tmp_path: Path, sizes: list[int]) -> list[Path]:

@@ -6,9 +6,9 @@ import threading
 
 import pytest
 
-from sluicegate.budgets import Budgets, Ticket, client_address
+from sluicegate.engine.response import Refusal
 from sluicegate.errors import ConfigError
-from sluicegate.response import Refusal
+from sluicegate.protect.budgets import Budgets, Ticket, client_address
 
 
 def scope(host: str | None = "10.0.0.1") -> dict[str, object]:

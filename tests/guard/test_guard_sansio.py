@@ -10,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from sluicegate.errors import ConfigError
-from sluicegate.guard import INSTANT, Guard, GuardPolicy
+from sluicegate.protect.guard import INSTANT, Guard, GuardPolicy
 
 KiB = 1024
 

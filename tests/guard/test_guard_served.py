@@ -1,7 +1,7 @@
 """The guard and the budgets on a real uvicorn, with clients that really read slowly.
 
 The server runs in a thread of this process on a socket bound by
-:func:`sluicegate.serve.bind_socket`, so the tests can look at the server side of each
+:func:`sluicegate.cli.serve.bind_socket`, so the tests can look at the server side of each
 connection (its kernel send queue) and at the stream's metrics.
 """
 
@@ -19,11 +19,11 @@ from typing import Any
 import pytest
 import uvicorn
 
-from sluicegate.budgets import Budgets
-from sluicegate.guard import GuardPolicy
-from sluicegate.metrics import REGISTRY, StreamMetrics
-from sluicegate.response import StreamResponse
-from sluicegate.serve import bind_socket, guarded_http
+from sluicegate.cli.serve import bind_socket, guarded_http
+from sluicegate.engine.metrics import REGISTRY, StreamMetrics
+from sluicegate.engine.response import StreamResponse
+from sluicegate.protect.budgets import Budgets
+from sluicegate.protect.guard import GuardPolicy
 from tests.servers import read_headers, request, server_side_fd, unsent_bytes
 
 KiB, MiB = 1024, 1024 * 1024

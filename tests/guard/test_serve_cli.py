@@ -14,12 +14,12 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from sluicegate.budgets import Budgets
 from sluicegate.cli import main
+from sluicegate.cli.serve import bind_socket, policies
+from sluicegate.engine.response import defaults
 from sluicegate.errors import ConfigError
-from sluicegate.guard import GuardPolicy
-from sluicegate.response import defaults
-from sluicegate.serve import bind_socket, policies
+from sluicegate.protect.budgets import Budgets
+from sluicegate.protect.guard import GuardPolicy
 from tests.servers import read_headers, request, stop, wait_for_port
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -9,9 +9,9 @@ from typing import Any
 import pytest
 from html_support import assert_well_formed
 
+from sluicegate.engine.response import StreamResponse
 from sluicegate.errors import ConfigError
-from sluicegate.html import HTMLStream, Retry, Section, error_text
-from sluicegate.response import StreamResponse
+from sluicegate.http.html import HTMLStream, Retry, Section, error_text
 from tests.asgi import Exchange, call
 
 HEAD = (
@@ -95,7 +95,7 @@ async def test_failed_section_gets_its_fallback_escaped_and_status_stays_200(
         tail=TAIL,
         retry=FAST,
     )
-    with caplog.at_level(logging.WARNING, logger="sluicegate.html"):
+    with caplog.at_level(logging.WARNING, logger="sluicegate.http.html"):
         ex = await call(page)
     document = ex.body.decode()
     assert ex.status == 200 and ex.complete
@@ -109,7 +109,7 @@ async def test_failed_section_gets_its_fallback_escaped_and_status_stays_200(
     assert document.index("ok body") < document.index("Unavailable") < document.index("after")
     outcome = page.outcomes[1]
     assert (outcome.name, outcome.ok, outcome.attempts, outcome.error) == ("orders", False, 3, boom)
-    records = [r for r in caplog.records if r.name == "sluicegate.html"]
+    records = [r for r in caplog.records if r.name == "sluicegate.http.html"]
     assert [r.levelname for r in records] == ["WARNING", "WARNING", "ERROR"]
     assert all("'orders'" in r.getMessage() for r in records)
     assert records[-1].exc_info is not None and records[-1].exc_info[1] is boom
@@ -149,7 +149,7 @@ async def test_a_failing_fallback_leaves_the_section_empty_and_the_page_whole(
         tail=TAIL,
         retry=Retry(times=1),
     )
-    with caplog.at_level(logging.ERROR, logger="sluicegate.html"):
+    with caplog.at_level(logging.ERROR, logger="sluicegate.http.html"):
         ex = await call(page)
     assert ex.body.decode() == HEAD + TAIL
     assert "fallback of section 'a' failed" in caplog.text

@@ -12,7 +12,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from sluicegate.errors import ConfigError
-from sluicegate.html import Retry, error_text, retry
+from sluicegate.http.html import Retry, error_text, retry
 
 
 class Flaky:

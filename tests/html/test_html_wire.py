@@ -17,8 +17,8 @@ import pytest
 from html_support import assert_well_formed, running
 from starlette.responses import HTMLResponse
 
-from sluicegate.browser import find_chromium, headless_args
-from sluicegate.html import HTMLStream, Retry, Section
+from sluicegate.cli.browser import find_chromium, headless_args
+from sluicegate.http.html import HTMLStream, Retry, Section
 
 CHROMIUM = find_chromium()
 

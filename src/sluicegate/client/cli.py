@@ -13,9 +13,9 @@ from typing import Any
 
 import click
 
+from sluicegate.cli.clitools import OneLineCommand, fail, parse_option
 from sluicegate.client.fetch import ExitCode, FetchCounters, FetchResult, fetch
 from sluicegate.client.swarm import SwarmResult, check_target, parse_mix, swarm
-from sluicegate.clitools import OneLineCommand, fail, parse_option
 from sluicegate.errors import ConfigError
 from sluicegate.units import (
     format_duration,

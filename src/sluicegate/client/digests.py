@@ -12,7 +12,7 @@ Only ``sha-256`` is checked; other algorithms in the same field are ignored::
 
 from __future__ import annotations
 
-from sluicegate.integrity import format_digest, parse_digest
+from sluicegate.http.integrity import format_digest, parse_digest
 
 __all__ = ["format_sha256", "parse_sha256"]
 

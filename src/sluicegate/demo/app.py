@@ -55,13 +55,13 @@ from urllib.parse import parse_qs
 
 from starlette.types import Receive, Scope, Send
 
-from sluicegate.channel import Channel
+from sluicegate.cli.examples import hello
+from sluicegate.engine.channel import Channel
+from sluicegate.engine.response import StreamResponse
+from sluicegate.engine.sources import PullSource
 from sluicegate.errors import ChannelClosed, ConfigError, OverBudget, ProducerFailed
-from sluicegate.examples import hello
-from sluicegate.html import HTMLStream, Retry, Section
-from sluicegate.problem import send_problem
-from sluicegate.response import StreamResponse
-from sluicegate.sources import PullSource
+from sluicegate.http.html import HTMLStream, Retry, Section
+from sluicegate.http.problem import send_problem
 from sluicegate.units import parse_rate, parse_size
 
 __all__ = [

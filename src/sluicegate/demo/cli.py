@@ -27,8 +27,8 @@ from typing import Any
 import click
 from rich.console import Console
 
+from sluicegate.cli.clitools import OneLineCommand, UsageFailure
 from sluicegate.client import fetch
-from sluicegate.clitools import OneLineCommand, UsageFailure
 from sluicegate.demo.plan import NODE_FILES, SCENARIOS, Case, plan_cases
 from sluicegate.demo.report import (
     RunSummary,

@@ -34,7 +34,7 @@ from rich import box
 from rich.console import Console
 from rich.table import Table
 
-from sluicegate.browser import find_chromium, headless_args
+from sluicegate.cli.browser import find_chromium, headless_args
 from sluicegate.demo.plan import ARTICLE, Case
 from sluicegate.demo.runner import Recv
 from sluicegate.doctor.analysis import analyze

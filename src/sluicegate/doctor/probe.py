@@ -15,7 +15,7 @@ Every ``net_interval`` (100 ms by default) it also counts asyncio tasks, open fd
 and established TCP connections, sums the **kernel send and receive queues** of the
 process's TCP sockets (``SIOCOUTQ`` on each socket fd listed in ``/proc/self/fd``),
 reads the system's TCP memory (``/proc/net/sockstat``), and copies
-:func:`sluicegate.metrics.snapshot` when the application uses sluicegate.
+:func:`sluicegate.engine.metrics.snapshot` when the application uses sluicegate.
 
 Samples go as JSON lines to ``<out_dir>/<pid>.jsonl`` (one file per process, so forked
 workers never interleave). The module uses the standard library only: the doctor loads
@@ -398,7 +398,7 @@ class Probe:
         fields["fds"] = len(fds)
         fields.update(_tcp_queues(fds, self._sock_kinds))
         fields["tcp_mem_pages"] = _tcp_mem_pages()
-        metrics = sys.modules.get("sluicegate.metrics")
+        metrics = sys.modules.get("sluicegate.engine.metrics")
         if metrics is not None:
             with contextlib.suppress(Exception):
                 fields["streams"] = metrics.snapshot()

@@ -55,7 +55,7 @@ class Sample:
     send_queue_max: int | None = None
     #: pages of memory all TCP sockets of the machine hold (``/proc/net/sockstat``)
     tcp_mem_pages: int | None = None
-    #: :func:`sluicegate.metrics.snapshot` when the server uses sluicegate
+    #: :func:`sluicegate.engine.metrics.snapshot` when the server uses sluicegate
     streams: dict[str, float] | None = None
 
     @property

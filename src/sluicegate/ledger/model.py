@@ -24,7 +24,7 @@ from dataclasses import dataclass, replace
 from typing import Any, Final, Literal, TypeGuard, get_args
 
 from sluicegate.errors import ConfigError, LedgerError
-from sluicegate.integrity import (
+from sluicegate.http.integrity import (
     _CANONICAL_SHA256,
     digest_of,
     format_digest,
@@ -110,7 +110,7 @@ def is_transfer_id(value: object) -> TypeGuard[str]:
     return isinstance(value, str) and _ID_RE.fullmatch(value) is not None
 
 
-# -- digests: the helpers live in sluicegate.integrity ---------------------------------
+# -- digests: the helpers live in sluicegate.http.integrity ---------------------------------
 
 
 def _normal_digest(value: str | None) -> str | None:

@@ -26,9 +26,9 @@ from starlette.routing import Route, Router
 from starlette.types import Receive, Scope, Send
 
 from sluicegate.errors import ConfigError, LedgerError, UnknownTransfer
+from sluicegate.http.problem import problem_response
 from sluicegate.ledger.base import Ledger
 from sluicegate.ledger.model import MAX_BYTES, is_transfer_id, parse_digest
-from sluicegate.problem import problem_response
 
 __all__ = ["LedgerApp", "ledger_routes", "problem"]
 

@@ -1,10 +1,10 @@
 """Range support for content that knows its size and can start anywhere.
 
 A file can be read from any offset; so can much generated content: a ZIP whose layout
-is computed from a file list (:mod:`sluicegate.zipstream`), a tar of known members, a
+is computed from a file list (:mod:`sluicegate.http.zipstream`), a tar of known members, a
 report rendered from a snapshot. Describe it as a :class:`SeekableSource` and
 :class:`SeekableResponse` answers ``Range``, ``If-Range``, ``If-None-Match`` and HEAD
-for it exactly as :class:`~sluicegate.files.FileResponse` does for a file::
+for it exactly as :class:`~sluicegate.http.files.FileResponse` does for a file::
 
     class Zeros:
         size = 10 * 2**20
@@ -20,7 +20,7 @@ for it exactly as :class:`~sluicegate.files.FileResponse` does for a file::
     app = SeekableResponse(Zeros(), media_type="application/octet-stream")
 
 The pieces shared with ``FileResponse`` are here too: :func:`body_plan` (sans-IO: what
-to send, in order, for a :class:`~sluicegate.ranges.Decision`), :func:`take` (exactly
+to send, in order, for a :class:`~sluicegate.http.ranges.Decision`), :func:`take` (exactly
 ``n`` bytes of an iterator, or an error) and :func:`content_disposition`.
 """
 
@@ -37,18 +37,18 @@ from starlette.background import BackgroundTask
 from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
-from sluicegate.channel import DEFAULT_LIMIT
+from sluicegate.engine.channel import DEFAULT_LIMIT
+from sluicegate.engine.response import StreamResponse
 from sluicegate.errors import ConfigError, SourceChanged, StreamError
-from sluicegate.problem import MEDIA_TYPE as PROBLEM_MEDIA_TYPE
-from sluicegate.problem import problem_body, send_problem
-from sluicegate.ranges import (
+from sluicegate.http.problem import MEDIA_TYPE as PROBLEM_MEDIA_TYPE
+from sluicegate.http.problem import problem_body, send_problem
+from sluicegate.http.ranges import (
     DEFAULT_MAX_RANGES,
     Decision,
     Representation,
     evaluate,
     multipart_parts,
 )
-from sluicegate.response import StreamResponse
 
 __all__ = [
     "PlanItem",

@@ -6,7 +6,7 @@
     async def download(name: str):
         return FileResponse(f"/srv/exports/{name}.csv", filename=f"{name}.csv")
 
-Every request is decided by :func:`sluicegate.ranges.evaluate` against what ``fstat``
+Every request is decided by :func:`sluicegate.http.ranges.evaluate` against what ``fstat``
 says of the file *as opened*, so the ``ETag`` describes the bytes that are read even
 when the path is replaced meanwhile. The body goes out, in order of preference:
 
@@ -41,20 +41,20 @@ from starlette.background import BackgroundTask
 from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
-from sluicegate.channel import DEFAULT_LIMIT
+from sluicegate.engine.channel import DEFAULT_LIMIT
+from sluicegate.engine.response import StreamResponse
+from sluicegate.engine.sources import MAX_FILE_READ
 from sluicegate.errors import ClientDisconnected, ConfigError, SourceChanged
-from sluicegate.integrity import file_digest
-from sluicegate.problem import send_problem
-from sluicegate.ranges import DEFAULT_MAX_RANGES, Representation, etag_for, evaluate
-from sluicegate.response import StreamResponse
-from sluicegate.seekable import (
+from sluicegate.http.integrity import file_digest
+from sluicegate.http.problem import send_problem
+from sluicegate.http.ranges import DEFAULT_MAX_RANGES, Representation, etag_for, evaluate
+from sluicegate.http.seekable import (
     PlanItem,
     body_plan,
     extra_headers,
     merge_headers,
     send_decision_without_body,
 )
-from sluicegate.sources import MAX_FILE_READ
 
 __all__ = ["FileResponse", "StaticDirectory", "guess_media_type", "safe_segments"]
 

@@ -13,7 +13,7 @@ import click
 
 # name -> ("module:attribute" of a click command, its one-line help)
 _COMMANDS = {
-    "serve": ("sluicegate.serve:serve_command", "Serve an ASGI app (the examples by default)."),
+    "serve": ("sluicegate.cli.serve:serve_command", "Serve an ASGI app (the examples by default)."),
     "fetch": ("sluicegate.client.cli:fetch_command", "Download slowly, pausably, resumably."),
     "swarm": ("sluicegate.client.cli:swarm_command", "Run many clients with mixed behaviour."),
     "doctor": ("sluicegate.doctor.cli:doctor_command", "Sample a server under load; diagnose."),

@@ -4,8 +4,8 @@ The archive holds *stored* (uncompressed) members, so every byte's position foll
 from the names and sizes alone: :class:`ZipLayout` computes, without reading a file,
 the total size and where each local header, each member's data, each central
 directory record and the end records start. :class:`ZipStream` is a
-:class:`~sluicegate.seekable.SeekableSource` built on it: ``open(offset)`` starts at
-any byte, so :class:`~sluicegate.seekable.SeekableResponse` gives the archive a
+:class:`~sluicegate.http.seekable.SeekableSource` built on it: ``open(offset)`` starts at
+any byte, so :class:`~sluicegate.http.seekable.SeekableResponse` gives the archive a
 ``Content-Length``, ``Range`` and ``If-Range``, and a broken download resumes::
 
     members = [ZipMember.from_path(p, name=p.name) for p in sorted(folder.iterdir())]
@@ -45,8 +45,8 @@ from collections import OrderedDict
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 
+from sluicegate.engine.sources import MAX_FILE_READ
 from sluicegate.errors import ConfigError, SourceChanged
-from sluicegate.sources import MAX_FILE_READ
 
 __all__ = ["CrcCache", "ZipLayout", "ZipMember", "ZipStream"]
 
@@ -323,7 +323,7 @@ class ZipLayout:
 
 
 class ZipStream:
-    """A :class:`~sluicegate.seekable.SeekableSource` for a stored ZIP of ``members``.
+    """A :class:`~sluicegate.http.seekable.SeekableSource` for a stored ZIP of ``members``.
 
     Attributes:
         size: Length of the whole archive, known before any byte is read.

@@ -1,6 +1,6 @@
 """The pump: the one loop that moves bytes from a producer to the server.
 
-All bytes a stream holds live in one :class:`~sluicegate.channel.Channel` of
+All bytes a stream holds live in one :class:`~sluicegate.engine.channel.Channel` of
 ``high_water_mark`` bytes. They stay on its budget until the server's ``send()`` has
 accepted them, so the budget counts the message in flight too. A producer pulls its
 next chunk only while the channel is under the mark, so at most one chunk exists
@@ -39,11 +39,11 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Generator
 from typing import Any, Final, Protocol
 
-from sluicegate.channel import Bytes, Channel
+from sluicegate.engine.channel import Bytes, Channel
+from sluicegate.engine.metrics import REGISTRY, StreamMetrics
+from sluicegate.engine.sources import ChannelSource, Source
 from sluicegate.errors import ChannelClosed, ClientDisconnected, StreamError, StreamTimedOut
-from sluicegate.integrity import Digester
-from sluicegate.metrics import REGISTRY, StreamMetrics
-from sluicegate.sources import ChannelSource, Source
+from sluicegate.http.integrity import Digester
 
 #: The most bytes put in one ``http.response.body`` message.
 MAX_MESSAGE: Final = 64 * 1024
@@ -128,7 +128,7 @@ StartResponse = Callable[[int | None], Awaitable[None]]
 
 
 class SendGuard(Protocol):
-    """Decides when a slow reader has held a stream too long (see :mod:`sluicegate.guard`).
+    """Decides when a slow reader has held a stream too long (see :mod:`sluicegate.protect.guard`).
 
     The pump tells it about every message the server accepted and asks it for a
     deadline whenever a ``send()`` has to wait for the client.

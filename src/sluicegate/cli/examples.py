@@ -17,9 +17,9 @@ from urllib.parse import parse_qs
 
 from starlette.types import Receive, Scope, Send
 
+from sluicegate.engine.response import StreamResponse
 from sluicegate.errors import ConfigError
-from sluicegate.problem import send_problem
-from sluicegate.response import StreamResponse
+from sluicegate.http.problem import send_problem
 from sluicegate.units import parse_size
 
 

@@ -22,7 +22,7 @@ from collections import OrderedDict
 from pathlib import Path
 from typing import Final
 
-from sluicegate.channel import Bytes
+from sluicegate.engine.channel import Bytes
 
 #: The one algorithm sluicegate computes; RFC 9530 names it so.
 ALGORITHM = "sha-256"

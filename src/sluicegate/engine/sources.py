@@ -1,7 +1,7 @@
 """Adapt whatever produces the body into one shape the pump can drive.
 
 Every producer becomes a :class:`Source`: ``run(channel)`` produces into the pump's
-:class:`~sluicegate.channel.Channel`, waiting for room *before* it makes each chunk,
+:class:`~sluicegate.engine.channel.Channel`, waiting for room *before* it makes each chunk,
 so at most one chunk exists beyond the byte budget; ``aclose()`` releases it, whether
 it finished, failed or was cancelled because the client left.
 
@@ -13,7 +13,7 @@ it finished, failed or was cancelled because the client left.
 * ``bytes`` / ``str``: one chunk, size known.
 * :class:`PullSource`: Node's ``Readable``: ``_read()`` is called only when the
   consumer wants more, and ``push()`` says whether it may push again.
-* a :class:`~sluicegate.channel.Channel`: a push producer owns it already.
+* a :class:`~sluicegate.engine.channel.Channel`: a push producer owns it already.
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Iterable, I
 from concurrent.futures import Future
 from typing import IO, Any, Protocol, TypeAlias
 
-from sluicegate.channel import FLUSH, Bytes, Channel, Chunk, _encode, _Flush
+from sluicegate.engine.channel import FLUSH, Bytes, Channel, Chunk, _encode, _Flush
 from sluicegate.errors import ConfigError
 
 #: Largest read from a file: big enough for throughput, small enough to stay bounded.

@@ -37,15 +37,11 @@ from starlette.background import BackgroundTask
 from starlette.responses import Response
 from starlette.types import Message, Receive, Scope, Send
 
-from sluicegate.channel import DEFAULT_LIMIT, Bytes, Channel
-from sluicegate.errors import ClientDisconnected, ConfigError, StreamTimedOut
-from sluicegate.failure import OnError, check_policy, final_chunk
-from sluicegate.integrity import Digester, digest_of
-from sluicegate.ledger.base import Ledger
-from sluicegate.metrics import REGISTRY, StreamMetrics, StreamState
-from sluicegate.problem import send_problem
-from sluicegate.pump import MAX_MESSAGE, Producer, Pump, SendGuard
-from sluicegate.sources import (
+from sluicegate.engine.channel import DEFAULT_LIMIT, Bytes, Channel
+from sluicegate.engine.failure import OnError, check_policy, final_chunk
+from sluicegate.engine.metrics import REGISTRY, StreamMetrics, StreamState
+from sluicegate.engine.pump import MAX_MESSAGE, Producer, Pump, SendGuard
+from sluicegate.engine.sources import (
     AsyncIterSource,
     BytesSource,
     ChannelSource,
@@ -53,12 +49,16 @@ from sluicegate.sources import (
     Source,
     as_source,
 )
+from sluicegate.errors import ClientDisconnected, ConfigError, StreamTimedOut
+from sluicegate.http.integrity import Digester, digest_of
+from sluicegate.http.problem import send_problem
+from sluicegate.ledger.base import Ledger
 
 logger = logging.getLogger("sluicegate")
 
 
 class GuardFactory(Protocol):
-    """Makes a fresh :class:`~sluicegate.pump.SendGuard` for each stream."""
+    """Makes a fresh :class:`~sluicegate.engine.pump.SendGuard` for each stream."""
 
     def new(self, now: float) -> SendGuard:
         """The guard of one stream that starts at ``now`` (``time.monotonic()``)."""
@@ -131,7 +131,7 @@ class StreamResponse(Response):
         ``Retry-After`` is sent before anything is produced.
     :param on_error: what a failure after the commit does to the body: ``"abort"``
         (no terminating chunk), ``"inband"`` (an error record for event streams and
-        NDJSON) or a callable; see :mod:`sluicegate.failure`.
+        NDJSON) or a callable; see :mod:`sluicegate.engine.failure`.
     :param digest: compute a SHA-256 of what is sent (RFC 9530 ``Repr-Digest``): as a
         header when the body is in memory, as a trailer when the server and client
         support trailers, and always in the ledger. On by default with a ledger.

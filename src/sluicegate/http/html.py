@@ -8,7 +8,7 @@ of the body with a retry policy, and when a part still fails write a fallback fr
 in its place. The browser always gets a whole, well-formed page, and the ``200`` it
 got is honest: the page it describes is the one it received::
 
-    from sluicegate.html import HTMLStream, Retry, Section
+    from sluicegate.http.html import HTMLStream, Retry, Section
 
     HEAD = (
         '<!doctype html><html><head><title>Orders</title>'
@@ -45,9 +45,9 @@ from typing import Any, TypeVar
 from starlette.background import BackgroundTask
 from starlette.types import Receive, Scope, Send
 
-from sluicegate.channel import FLUSH
+from sluicegate.engine.channel import FLUSH
+from sluicegate.engine.response import StreamResponse
 from sluicegate.errors import ConfigError
-from sluicegate.response import StreamResponse
 
 __all__ = [
     "HTMLStream",
@@ -58,7 +58,7 @@ __all__ = [
     "retry",
 ]
 
-logger = logging.getLogger("sluicegate.html")
+logger = logging.getLogger("sluicegate.http.html")
 
 T = TypeVar("T")
 
@@ -335,7 +335,7 @@ class HTMLStream(StreamResponse):
     leaves at the first ``await`` of the first section, so the browser fetches
     stylesheets and scripts while the body renders. Each section is
     awaited under ``retry`` (or its own policy); one that still fails is replaced by
-    its fallback and logged on the ``sluicegate.html`` logger. The status stays
+    its fallback and logged on the ``sluicegate.http.html`` logger. The status stays
     ``status`` (200) because the page the client gets is complete.
 
     With ``concurrency=n`` up to *n* sections render at once, but they are still

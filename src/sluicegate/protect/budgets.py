@@ -1,11 +1,11 @@
 """Stream and memory budgets: refuse a new stream (503 + Retry-After) when over any.
 
-A :class:`Budgets` is an :class:`~sluicegate.response.Admission`: every
+A :class:`Budgets` is an :class:`~sluicegate.engine.response.Admission`: every
 :class:`~sluicegate.StreamResponse` asks it before producing anything, and gives its
 :class:`Ticket` back when it ends, however it ends::
 
     from sluicegate import defaults
-    from sluicegate.budgets import Budgets
+    from sluicegate.protect.budgets import Budgets
 
     defaults.admission = Budgets(max_streams=1000, max_streams_per_client=8,
                                  max_buffered=256 * 2**20)
@@ -28,9 +28,9 @@ import threading
 from collections.abc import Callable, Mapping
 from typing import Any
 
+from sluicegate.engine.metrics import REGISTRY
+from sluicegate.engine.response import Refusal
 from sluicegate.errors import ConfigError
-from sluicegate.metrics import REGISTRY
-from sluicegate.response import Refusal
 
 __all__ = ["Budgets", "Ticket"]
 
@@ -57,10 +57,10 @@ class Budgets:
     and ``max_buffered`` bytes held by sluicegate across all streams of this process.
 
     Any limit may be None (no limit). Over a limit, :meth:`admit` returns a
-    :class:`~sluicegate.response.Refusal` with ``retry_after`` seconds.
+    :class:`~sluicegate.engine.response.Refusal` with ``retry_after`` seconds.
 
     :param buffered: how many bytes sluicegate holds now; default: the sum over
-        live streams in :data:`sluicegate.metrics.REGISTRY`.
+        live streams in :data:`sluicegate.engine.metrics.REGISTRY`.
 
     >>> b = Budgets(max_streams=1)
     >>> t = b.admit({"type": "http", "client": ("10.0.0.1", 5000)})

@@ -4,7 +4,7 @@ Every :class:`~sluicegate.StreamResponse` registers a :class:`StreamMetrics` whi
 runs. The pump updates it once per message sent (never per producer chunk), so keeping
 it costs nothing measurable. :func:`snapshot` gives a plain dict for samplers::
 
-    >>> from sluicegate import metrics
+    >>> from sluicegate.engine import metrics
     >>> sorted(metrics.snapshot())[:3]
     ['active_streams', 'blocked_seconds', 'bytes_buffered']
 """

@@ -60,14 +60,14 @@ from starlette.background import BackgroundTask
 from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
-from sluicegate.channel import DEFAULT_LIMIT
+from sluicegate.engine.channel import DEFAULT_LIMIT
+from sluicegate.engine.response import StreamResponse
+from sluicegate.engine.sources import MAX_FILE_READ
 from sluicegate.errors import ConfigError, StreamError
-from sluicegate.files import FileResponse, guess_media_type
-from sluicegate.problem import MEDIA_TYPE as PROBLEM_MEDIA_TYPE
-from sluicegate.problem import problem_body, send_problem
-from sluicegate.response import StreamResponse
-from sluicegate.seekable import SeekableResponse, content_disposition
-from sluicegate.sources import MAX_FILE_READ
+from sluicegate.http.files import FileResponse, guess_media_type
+from sluicegate.http.problem import MEDIA_TYPE as PROBLEM_MEDIA_TYPE
+from sluicegate.http.problem import problem_body, send_problem
+from sluicegate.http.seekable import SeekableResponse, content_disposition
 
 __all__ = ["Spool", "SpooledResponse", "TransferState", "TransferStatus"]
 

@@ -7,11 +7,11 @@ Besides serving, it bounds what one slow reader can pin:
   hold is fixed (and autotuning, which would grow it to ``net.ipv4.tcp_wmem`` max, is
   off for those sockets).
 * ``--stall-timeout`` / ``--min-rate`` set :data:`sluicegate.defaults` ``.guard``
-  (a :class:`~sluicegate.guard.GuardPolicy`) for every stream, and serve with
+  (a :class:`~sluicegate.protect.guard.GuardPolicy`) for every stream, and serve with
   :func:`guarded_http`, so a cut stream's connection is reset instead of waiting
   forever for the client to take what uvicorn still buffers;
 * ``--max-streams``, ``--max-streams-per-client``, ``--max-buffered`` set ``.admission``
-  (a :class:`~sluicegate.budgets.Budgets`): over a budget a new stream gets a 503.
+  (a :class:`~sluicegate.protect.budgets.Budgets`): over a budget a new stream gets a 503.
 
 Every bad value is one ``Error: ...`` line and exit code 2.
 """
@@ -28,11 +28,11 @@ from typing import Any
 
 import click
 
-from sluicegate.budgets import Budgets
-from sluicegate.clitools import OneLineCommand, fail, parse_option
+from sluicegate.cli.clitools import OneLineCommand, fail, parse_option
+from sluicegate.engine.response import defaults
 from sluicegate.errors import ConfigError
-from sluicegate.guard import GuardPolicy
-from sluicegate.response import defaults
+from sluicegate.protect.budgets import Budgets
+from sluicegate.protect.guard import GuardPolicy
 from sluicegate.units import parse_duration, parse_rate, parse_size
 
 __all__ = [
@@ -230,7 +230,7 @@ def _sndbuf(text: str) -> int | None:
 @click.option(
     "--app",
     "app_spec",
-    default="sluicegate.examples:app",
+    default="sluicegate.cli.examples:app",
     show_default=True,
     help="The ASGI app to serve, as module:attribute.",
 )

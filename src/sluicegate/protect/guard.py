@@ -6,7 +6,7 @@ attack (``slowhttptest -X``). A :class:`GuardPolicy` makes one :class:`Guard` pe
 stream; the pump reports to it and asks it when to give up::
 
     from sluicegate import StreamResponse, defaults
-    from sluicegate.guard import GuardPolicy
+    from sluicegate.protect.guard import GuardPolicy
 
     defaults.guard = GuardPolicy(stall_timeout=30.0, min_rate=4096)  # every stream
     StreamResponse(rows(), guard=GuardPolicy(stall_timeout=5.0))      # or one
