@@ -50,6 +50,7 @@ class MemoryBackend:
         self.epoch = int(time.time() * 1000) * 1000 + next(_EPOCHS) % 1000
         self._topics: dict[str, _Topic] = {}
         self._deliver: Deliver | None = None
+        self._watched: set[str] = set()
 
     async def start(self, deliver: Deliver, fail: Fail) -> None:
         """Remember where to deliver; nothing to connect to."""
@@ -70,7 +71,7 @@ class MemoryBackend:
         published = Published(event_id, order, key, with_id(event_id, body))
         if self.replay_size:
             t.log.append(published)
-        if self._deliver is not None:
+        if self._deliver is not None and topic in self._watched:
             self._deliver(topic, published)
         return published
 
@@ -92,7 +93,8 @@ class MemoryBackend:
         return Replay(list(itertools.islice(t.log, start, start + limit)), head)
 
     async def watch(self, topic: str) -> None:
-        """Nothing to start: publishing delivers."""
+        """Deliver ``topic``'s events from now on (publishing delivers: no reader)."""
+        self._watched.add(topic)
 
     async def aclose(self) -> None:
         """Stop delivering."""

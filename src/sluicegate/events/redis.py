@@ -10,10 +10,12 @@
   Ten thousand subscribers in a process cost Redis one blocked read. Its start id is
   read (``XREVRANGE … COUNT 1``) *before* a subscriber is registered, so it never
   starts past an event that subscriber's replay did not include.
-* **Replay** is ``XRANGE (after + COUNT n`` with ``XINFO STREAM`` in one
-  ``MULTI``: ``max-deleted-entry-id`` (Redis 7) says whether events after the
-  client's id were trimmed (then a resync), ``last-generated-id`` whether the id is
-  from the future (another stream, or Redis lost its data).
+* **Replay** is ``XRANGE <id> + COUNT n+1`` with ``XINFO STREAM`` in one ``MULTI``.
+  The range starts at the client's id itself: when that entry is still there,
+  nothing after it was trimmed; when it is gone, older than the first entry, and the
+  stream has trimmed (``entries-added`` above ``length``, Redis 7), the client gets a
+  resync. ``last-generated-id`` tells an id from the future (another stream, or a
+  Redis that lost its data).
 * **Redis going away**: a publish raises
   :class:`~sluicegate.events.errors.BackendUnavailable`; each watched topic's
   subscribers get it as an in-band ``error`` event and their streams end (clients
@@ -126,28 +128,37 @@ class RedisBackend:
         return Published(event_id, parse_id(event_id), key, with_id(event_id, body))
 
     async def replay(self, topic: str, after: Order, limit: int) -> Replay | Resync:
-        """``XRANGE`` after the id, checked against ``XINFO STREAM`` in one transaction."""
+        """``XRANGE`` from the id, checked against ``XINFO STREAM`` in one transaction."""
         if self._redis is None:
             raise BackendUnavailable("the Redis backend is not started")
         key = self._key(topic)
+        # From the id itself (inclusive): finding it tells that nothing after it was trimmed.
+        start = "-" if after == ZERO else format_id(after)
         async with self._mapped("replay"):
             pipe = self._redis.pipeline(transaction=True)
-            pipe.xrange(key, min="(" + format_id(after), max="+", count=limit)
+            pipe.xrange(key, min=start, max="+", count=limit + 1)
             pipe.xinfo_stream(key)
             entries, info = await pipe.execute(raise_on_error=False)
         if isinstance(entries, BaseException):
             raise BackendUnavailable(f"Redis refused XRANGE: {entries}")
+        events = [_published(i, f) for i, f in entries]
         if isinstance(info, BaseException):  # no such key: the topic has no events yet
-            head, deleted = ZERO, ZERO
+            head, trimmed, first = ZERO, False, None
         else:
             head = parse_id(_text(info.get("last-generated-id") or b"0-0"))
-            deleted = parse_id(_text(info.get("max-deleted-entry-id") or b"0-0"))
+            # XADD's MAXLEN trims without recording what it removed (max-deleted-entry-id
+            # is XDEL's); entries-added above length says that something went.
+            trimmed = int(info.get("entries-added") or 0) > int(info.get("length") or 0)
+            entry = info.get("first-entry")
+            first = parse_id(_text(entry[0])) if entry else None
         head_id = format_id(head)
         if after > head:
             return Resync(head_id, "the id is newer than any event of this topic")
-        if after < deleted:
+        if events and events[0].order == after:
+            return Replay(events[1 : limit + 1], head_id)
+        if trimmed and (after == ZERO or first is None or after < first):
             return Resync(head_id, "the events after this id are no longer kept")
-        return Replay([_published(i, f) for i, f in entries], head_id)
+        return Replay(events[:limit], head_id)
 
     async def watch(self, topic: str) -> None:
         """Start this process's reader of ``topic``, from the stream's newest id now."""

@@ -18,7 +18,7 @@ A subscription is a small state machine (:class:`State`, :data:`TRANSITIONS`):
     Each offered event is queued at once or handled by the policy; :meth:`offer`
     never waits, so a slow subscriber never delays the publisher or anyone else.
 ``OVERFLOWED`` (``disconnect`` only)
-    An event did not fit. Queuing later ones would leave a hole, so none are queued.
+    The channel was full. Queuing later events would leave a hole, so none are queued.
     If the channel gets room within ``disconnect_after`` seconds, the subscription
     catches up from the log (back to ``CATCHING_UP``); if not, it is cut with
     :class:`~sluicegate.events.errors.SlowSubscriber` and the client comes back with
@@ -26,7 +26,10 @@ A subscription is a small state machine (:class:`State`, :data:`TRANSITIONS`):
 ``CLOSED``
     Nothing more is queued.
 
-The policies, when an event does not fit in the ``limit`` bytes of the channel:
+The policies, when the subscriber's channel is full. ``latest`` and ``disconnect``
+call it full at ``limit`` bytes (an event is queued while it holds less, so it may
+go over by one event); ``drop_oldest`` is the channel's own leaky policy, which
+keeps it within ``limit``:
 
 ``drop_oldest``
     The channel's leaky policy: the oldest queued events go. The subscriber sees gaps.
@@ -138,7 +141,8 @@ class FeedOptions:
         """A fresh channel for one subscriber under these options.
 
         ``drop_oldest`` uses the channel's own leaky policy. The others decide before
-        putting (an event is queued only when it fits), so their channel never drops;
+        putting (an event is queued only while the channel is under its limit), so
+        their channel never drops;
         ``wait`` is the policy that puts what it is given.
         """
         return Channel(self.limit, "drop_oldest" if self.policy == "drop_oldest" else "wait")
@@ -223,7 +227,7 @@ class Subscription:
         channel = self.channel
         self.cursor = event.order
         n = len(event.wire)
-        if not self._pending and (channel.buffered + n <= channel.limit or not channel.buffered):
+        if not self._pending and channel.buffered < channel.limit:
             channel.put_nowait(event.wire)
             return
         pending = self._pending
@@ -243,7 +247,7 @@ class Subscription:
 
     def _put_or_overflow(self, event: Published) -> None:
         channel = self.channel
-        if channel.buffered + len(event.wire) <= channel.limit or not channel.buffered:
+        if channel.buffered < channel.limit:
             channel.put_nowait(event.wire)
             self.cursor = event.order
             return
@@ -254,14 +258,36 @@ class Subscription:
     # -- tasks: they wait for the subscriber, never the publisher -----------------------
 
     async def _put_waiting(self, wire: bytes) -> bool:
-        """Put once the channel has room; False if it was closed meanwhile."""
+        """Put once the channel has room; False if it was closed meanwhile.
+
+        A ``disconnect`` subscriber that leaves no room for ``disconnect_after``
+        seconds is cut here too (while it catches up).
+        """
         channel = self.channel
-        while channel.buffered >= channel.limit and not channel.closed:
-            await channel.wait_room()
+        if channel.buffered >= channel.limit and not channel.closed:
+            if self.options.policy == "disconnect":
+                if not await self._room_within(self.options.disconnect_after):
+                    return False
+            else:
+                while channel.buffered >= channel.limit and not channel.closed:
+                    await channel.wait_room()
         if channel.closed:
             return False
         channel.put_nowait(wire)
         return True
+
+    async def _room_within(self, seconds: float) -> bool:
+        """Wait for room; cut the subscriber (and return False) if none comes in time."""
+        channel = self.channel
+        try:
+            async with asyncio.timeout(seconds):
+                while channel.buffered >= channel.limit and not channel.closed:
+                    await channel.wait_room()
+        except TimeoutError:
+            COUNTERS.cut += 1
+            self.close(SlowSubscriber(f"the subscriber's buffer stayed full for {seconds:g} s"))
+            return False
+        return not channel.closed
 
     async def _drain_latest(self) -> None:
         pending = self._pending
@@ -273,17 +299,9 @@ class Subscription:
         self._task = None
 
     async def _wait_or_cut(self) -> None:
-        channel = self.channel
-        limit = self.options.disconnect_after
-        try:
-            async with asyncio.timeout(limit):
-                while channel.buffered >= channel.limit and not channel.closed:
-                    await channel.wait_room()
-        except TimeoutError:
-            COUNTERS.cut += 1
-            self.close(SlowSubscriber(f"the subscriber's buffer stayed full for {limit:g} s"))
+        if not await self._room_within(self.options.disconnect_after):
             return
-        if self.state is State.OVERFLOWED and not channel.closed:
+        if self.state is State.OVERFLOWED:
             self._move(State.CATCHING_UP)
             await self.catch_up(None)
 
