@@ -43,6 +43,7 @@ from sluicegate.errors import (
     StreamTimedOut,
     UnknownTransfer,
 )
+from sluicegate.events import Broadcast, Event, EventStream
 from sluicegate.http.files import FileResponse, StaticDirectory
 from sluicegate.http.html import HTMLStream, Retry, Section, retry
 from sluicegate.http.ranges import Representation
@@ -58,6 +59,7 @@ __all__ = [
     "FLUSH",
     "Admission",
     "AdmissionTicket",
+    "Broadcast",
     "Budgets",
     "Channel",
     "ChannelClosed",
@@ -68,6 +70,8 @@ __all__ = [
     "Defaults",
     "DigestMismatch",
     "DoctorError",
+    "Event",
+    "EventStream",
     "FetchError",
     "FileResponse",
     "Guard",
