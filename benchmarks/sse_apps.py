@@ -7,9 +7,9 @@ Each app serves:
 ``GET /stats``                           JSON: subscribers, published, first/last number
 
 The publisher runs in the server, on a schedule of absolute times (``t0 + k / rate``,
-so a late tick does not delay the next ones), and every event's data is the same JSON
-the client reads (:func:`payload`): ``{"n": k, "t": time.time() at publish, "pad": …}``
-padded to ``size`` bytes.
+so a late tick does not delay the next ones), and every event's data is the JSON the
+client reads (:func:`~sluicegate.client.sse_tally.stamped`): ``{"n": k, "t": <publish
+time>, "pad": …}`` padded to ``size`` bytes.
 
 Variants (``uvicorn benchmarks.sse_apps:<name>``):
 
@@ -19,8 +19,11 @@ Variants (``uvicorn benchmarks.sse_apps:<name>``):
 ``fastapi_app``    FastAPI's native SSE (``response_class=EventSourceResponse`` on a
                    generator path operation), with the same per-client queues: FastAPI
                    has no broadcast of its own.
-``sluice_app``     sluicegate's :class:`~sluicegate.events.Broadcast` and
-                   ``EventStream`` (in-memory backend), when that package is present.
+``sluice_app``     sluicegate's :class:`~sluicegate.events.Broadcast` (in-memory backend,
+                   ``drop_oldest``, 64 KiB per subscriber: the defaults) and
+                   :class:`~sluicegate.events.EventStream`.
+``sluice_redis_app``  the same on Redis Streams (``SLUICE_REDIS`` names the server):
+                   several workers share the feed; publish on one, subscribe on any.
 """
 
 from __future__ import annotations
@@ -33,19 +36,9 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 from urllib.parse import parse_qs
 
+from sluicegate.client.sse_tally import stamped
+
 ASGI = Callable[[dict[str, Any], Any, Any], Awaitable[None]]
-
-__all__ = ["payload"]
-
-
-def payload(n: int, size: int) -> str:
-    """Event ``n``'s data, stamped now and padded to ``size`` bytes (at least the stamp).
-
-    >>> len(payload(7, 200)), json.loads(payload(7, 200))["n"]
-    (200, 7)
-    """
-    head = f'{{"n":{n},"t":{time.time():.6f},"pad":"'
-    return head + "x" * max(0, size - len(head) - 2) + '"}'
 
 
 class Feed:
@@ -54,6 +47,8 @@ class Feed:
     def __init__(self) -> None:
         self.sink: Callable[[int, str], Awaitable[None] | None] = lambda n, p: None
         self.subscribers = 0
+        #: overrides ``subscribers`` when the variant counts them itself
+        self.count: Callable[[], int] | None = None
         self.published = 0
         self.first: int | None = None
         self.last: int | None = None
@@ -75,7 +70,7 @@ class Feed:
                     self.late = max(self.late, -delay)
                 n = self.next_n
                 self.next_n += 1
-                result = self.sink(n, payload(n, size))
+                result = self.sink(n, stamped(n, size))
                 if result is not None:
                     await result
                 self.first = n if self.first is None else self.first
@@ -87,7 +82,7 @@ class Feed:
     def stats(self) -> dict[str, Any]:
         """What ``/stats`` answers."""
         return {
-            "subscribers": self.subscribers,
+            "subscribers": self.count() if self.count is not None else self.subscribers,
             "published": self.published,
             "first": self.first,
             "last": self.last,
@@ -203,9 +198,36 @@ def _fastapi() -> ASGI:
     return control(feed, api)
 
 
+def _sluice(backend: str | None = None) -> ASGI:
+    from sluicegate.events import Broadcast, EventStream
+
+    feed = Feed()
+    broadcast = Broadcast(["bench"], backend=backend)
+    feed.count = lambda: broadcast.subscribers("bench")
+
+    async def sink(n: int, data: str) -> None:
+        await broadcast.publish("bench", data)
+
+    feed.sink = sink
+
+    async def events(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        await EventStream(broadcast.feed("bench"))(scope, receive, send)
+
+    return control(feed, events)
+
+
+def _sluice_redis() -> ASGI:
+    return _sluice(os.environ["SLUICE_REDIS"])
+
+
 def __getattr__(name: str) -> ASGI:
     # Built on first use, so importing one variant does not import the others.
-    builders = {"starlette_app": _starlette, "fastapi_app": _fastapi}
+    builders = {
+        "starlette_app": _starlette,
+        "fastapi_app": _fastapi,
+        "sluice_app": _sluice,
+        "sluice_redis_app": _sluice_redis,
+    }
     if name in builders:
         app = builders[name]()
         globals()[name] = app

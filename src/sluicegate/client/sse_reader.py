@@ -9,7 +9,9 @@ receipt is read once per socket read, not once per event.
 Three behaviours:
 
 ``fast``   read everything at once
-``slow``   read at ``rate`` bytes/s: a small ``SO_RCVBUF`` set before connecting, and
+``slow``   read at ``rate`` bytes/s: a small ``SO_RCVBUF`` and an Ethernet-sized MSS
+           set before connecting (as :func:`~sluicegate.client.fetch` does: loopback's
+           64 KiB MSS would let the server's send buffer grow to megabytes), and
            reading paused while over the rate, so TCP flow control reaches the server
 ``stall``  read the head, then pause reading for good: the server's send queue fills
 
@@ -27,8 +29,9 @@ import socket
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Literal
+from typing import Literal, cast
 
+from sluicegate.client.fetch import PACED_MSS, _set_mss
 from sluicegate.client.sse_parse import (
     MAX_HEAD,
     ChunkedDecoder,
@@ -105,9 +108,9 @@ class Subscriber(asyncio.Protocol):
     # -- asyncio callbacks ------------------------------------------------------------------
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
-        transport.write(self.request)
+        # uvloop's transports are not asyncio.Transport subclasses: no isinstance check.
+        self.transport = cast(asyncio.Transport, transport)
+        self.transport.write(self.request)
 
     def data_received(self, data: bytes) -> None:
         try:
@@ -213,6 +216,7 @@ def _socket(behaviour: Behaviour) -> socket.socket:
     sock.setblocking(False)
     if behaviour.kind != "fast":
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, SLOW_RCVBUF)
+        _set_mss(sock, PACED_MSS)
     return sock
 
 

@@ -24,6 +24,7 @@ as lost events and a number at or below the last one as a duplicate.
 from __future__ import annotations
 
 import json
+import time
 from array import array
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -31,7 +32,18 @@ from typing import Any
 
 from sluicegate.client.swarm import percentile
 
-__all__ = ["Sequence", "Tally", "merged", "read_stamp"]
+__all__ = ["Sequence", "Tally", "merged", "read_stamp", "stamped"]
+
+
+def stamped(n: int, size: int = 0) -> str:
+    """Event ``n``'s data, stamped with ``time.time()`` now, padded to ``size`` bytes.
+
+    >>> data = stamped(7, 200)
+    >>> len(data), read_stamp(data.encode())[0]
+    (200, 7)
+    """
+    head = f'{{"n":{n},"t":{time.time():.6f},"pad":"'
+    return head + "x" * max(0, size - len(head) - 2) + '"}'
 
 
 def read_stamp(data: bytes) -> tuple[int, float] | None:
