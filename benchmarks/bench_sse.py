@@ -243,7 +243,7 @@ def _tally(run: Run, docs: list[dict[str, Any]]) -> None:
         for c in doc["classes"]:
             if c["label"] == "stall":
                 continue  # they read nothing: not offered, not counted
-            readers += c["connected"]
+            readers += c["subscribers"]
             run.delivered += c["events"]
             run.lost += c["lost"]
             run.duplicated += c["duplicated"]
