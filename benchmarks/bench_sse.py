@@ -105,6 +105,8 @@ class Run:
     wall: float = 0.0
     late: float = 0.0
     reconnects: int = 0
+    #: the machine's 1-minute load average before and after the run (2 cores, shared)
+    loadavg: tuple[float, float] = (0.0, 0.0)
     problem: str | None = None
     errors: dict[str, int] = field(default_factory=dict)
 
@@ -124,14 +126,15 @@ class Run:
 
 
 def _get(url: str) -> dict[str, Any]:
-    with urllib.request.urlopen(url, timeout=10) as r:
+    # An overloaded server may take long to answer: that is a figure, not a crash.
+    with urllib.request.urlopen(url, timeout=60) as r:
         doc: dict[str, Any] = json.loads(r.read())
         return doc
 
 
 def _post(url: str) -> dict[str, Any]:
     req = urllib.request.Request(url, method="POST")
-    with urllib.request.urlopen(req, timeout=10) as r:
+    with urllib.request.urlopen(req, timeout=60) as r:
         doc: dict[str, Any] = json.loads(r.read())
         return doc
 
@@ -358,12 +361,16 @@ def load_table(runs: list[Run]) -> list[str]:
     """Markdown rows, one per run, grouped by load."""
     lines = [
         "| load | server | connected | delivered / offered | lost | dup | latency p50 / p99 "
-        "| server CPU per delivered event | RSS per subscriber | client CPU (per process) |",
-        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "| server CPU per delivered event | RSS per subscriber | client CPU (per process) "
+        "| load avg before / after |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in runs:
         if r.problem and not r.delivered:
-            lines.append(f"| {r.load.name} | {r.variant} | {r.connected:,} | {r.problem} |||||||")
+            lines.append(
+                f"| {r.load.name} | {r.variant} | {r.connected:,} | {r.problem} |||||||"
+                f" {r.loadavg[0]:.1f} / {r.loadavg[1]:.1f} |"
+            )
             continue
         share = f"{100 * r.delivered / r.offered:.1f} %" if r.offered else "—"
         ccpu = ", ".join(f"{100 * c / r.wall:.0f} %" for c in r.client_cpu) if r.wall else "—"
@@ -371,7 +378,8 @@ def load_table(runs: list[Run]) -> list[str]:
             f"| {r.load.name} | {r.variant} | {r.connected:,} | {r.delivered:,} / "
             f"{r.offered:,} ({share}) | {r.lost:,} | {r.duplicated:,} | "
             f"{_ms(r.p(50))} / {_ms(r.p(99))} | {_us(r.cpu_per_event)} | "
-            f"{r.rss_per_subscriber / KiB:.1f} KiB | {ccpu} |"
+            f"{r.rss_per_subscriber / KiB:.1f} KiB | {ccpu} | "
+            f"{r.loadavg[0]:.1f} / {r.loadavg[1]:.1f} |"
         )
     return lines
 
@@ -456,7 +464,12 @@ def main(argv: list[str] | None = None) -> int:
         for load in loads:
             for variant in variants:
                 print(f"bench_sse: {load.name} · {variant} ...", file=sys.stderr, flush=True)
-                run = measure(variant, load, args.procs, Path(tmp) / f"{variant}-{len(runs)}")
+                load_before = os.getloadavg()[0]
+                try:
+                    run = measure(variant, load, args.procs, Path(tmp) / f"{variant}-{len(runs)}")
+                except (OSError, ValueError, KeyError) as exc:
+                    run = Run(variant, load, problem=f"run failed: {type(exc).__name__}: {exc}")
+                run.loadavg = (load_before, os.getloadavg()[0])
                 runs.append(run)
                 print(
                     f"  delivered {run.delivered:,}/{run.offered:,}, p99 {_ms(run.p(99))}, "
