@@ -9,6 +9,7 @@ STAMP := $(VENV)/.installed
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
+	# [dev] is every extra (server, client, doctor, redis, otel, prometheus) plus the test tools.
 	$(BIN)/pip install --quiet -e '.[dev]'
 	touch $(STAMP)
 
