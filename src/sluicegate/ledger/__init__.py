@@ -40,6 +40,7 @@ from sluicegate.ledger.model import (
 )
 
 if TYPE_CHECKING:
+    from sluicegate.ledger.mount import LedgerMount
     from sluicegate.ledger.redis import RedisLedger
     from sluicegate.ledger.routes import LedgerApp, ledger_routes
     from sluicegate.ledger.sqlite import SQLiteLedger
@@ -53,6 +54,7 @@ __all__ = [
     "Ledger",
     "LedgerApp",
     "LedgerError",
+    "LedgerMount",
     "Receipt",
     "RedisLedger",
     "SQLiteLedger",
@@ -81,6 +83,7 @@ _LAZY = {
     "RedisLedger": "sluicegate.ledger.redis",
     "SQLiteLedger": "sluicegate.ledger.sqlite",
     "LedgerApp": "sluicegate.ledger.routes",
+    "LedgerMount": "sluicegate.ledger.mount",
     "ledger_routes": "sluicegate.ledger.routes",
 }
 
