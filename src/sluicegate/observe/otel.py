@@ -26,10 +26,8 @@ error of the server (as for any 4xx on a server span).
 ``sluicegate.outcome``; never the path, whose values are unbounded):
 
 =========================================  =========  ==========================================
-``sluicegate.streams``                     counter    streams that ended
-``sluicegate.stream.duration``             histogram  start to last byte, s
+``sluicegate.stream.duration``             histogram  start to last byte, s (its count: streams)
 ``sluicegate.stream.time_to_first_byte``   histogram  start to the head (with the first chunk), s
-``sluicegate.stream.body.size``            histogram  bytes sent per stream
 ``sluicegate.stream.dropped``              counter    bytes a leaky channel dropped
 ``sluicegate.stream.drops``                counter    chunks a leaky channel dropped
 ``sluicegate.stream.guard_cuts``           counter    streams the slow-reader guard cut
@@ -40,7 +38,9 @@ error of the server (as for any 4xx on a server span).
 =========================================  =========  ==========================================
 
 The last four are read from :func:`sluicegate.engine.metrics.snapshot` when the SDK
-collects, so a long download's bytes show while it runs, at no cost per chunk.
+collects, so a long download's bytes show while it runs, at no cost per chunk. A
+finished stream records two histograms (and a counter when it dropped or was cut):
+the SDK's cost per recorded value is what observing costs, so there are few of them.
 """
 
 from __future__ import annotations
@@ -64,7 +64,6 @@ SPAN_NAME = "sluicegate.stream"
 # Streams last from milliseconds to hours; the SDK's default boundaries stop at 10 s.
 _DURATION_BUCKETS = (0.005, 0.025, 0.1, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 900, 3600)
 _TTFB_BUCKETS = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
-_SIZE_BUCKETS = tuple(float(4**k) for k in range(5, 17))  # 1 KiB .. 4 GiB
 
 
 class OpenTelemetryObserver:
@@ -84,9 +83,6 @@ class OpenTelemetryObserver:
         meter = metrics.get_meter(SCOPE, __version__, meter_provider=meter_provider)
         self._spans: dict[StreamMetrics, Span] = {}
         self._registry: Registry | None = None
-        self._streams = meter.create_counter(
-            "sluicegate.streams", "{stream}", "Streams that ended, by outcome"
-        )
         self._duration = meter.create_histogram(
             "sluicegate.stream.duration",
             "s",
@@ -98,12 +94,6 @@ class OpenTelemetryObserver:
             "s",
             "From the stream's start to its head, which goes out with the first chunk",
             explicit_bucket_boundaries_advisory=_TTFB_BUCKETS,
-        )
-        self._size = meter.create_histogram(
-            "sluicegate.stream.body.size",
-            "By",
-            "Bytes sent per stream",
-            explicit_bucket_boundaries_advisory=_SIZE_BUCKETS,
         )
         self._dropped = meter.create_counter(
             "sluicegate.stream.dropped", "By", "Bytes a leaky channel dropped"
@@ -155,9 +145,8 @@ class OpenTelemetryObserver:
 
     def stream_started(self, m: StreamMetrics) -> None:
         """Start the stream's span, as a child of the current one."""
-        attributes: dict[str, str] = {"url.path": m.path}
-        if m.method:
-            attributes["http.request.method"] = m.method
+        # Method and path at the start, where samplers look; the rest at the end.
+        attributes = {"http.request.method": m.method, "url.path": m.path}
         self._spans[m] = self._tracer.start_span(
             SPAN_NAME, kind=SpanKind.INTERNAL, attributes=attributes
         )
@@ -165,16 +154,14 @@ class OpenTelemetryObserver:
     def stream_committed(self, m: StreamMetrics) -> None:
         """Mark the first byte on the span."""
         span = self._spans.get(m)
-        if span is not None and m.status is not None:
-            span.add_event("first_byte", {"http.response.status_code": m.status})
+        if span is not None:
+            span.add_event("first_byte")
 
     def stream_ended(self, m: StreamMetrics) -> None:
         """Record the stream's metrics and end its span: after its last byte."""
         o = outcome_of(m)
         attributes = _attributes(o)
-        self._streams.add(1, attributes)
         self._duration.record(o.duration, attributes)
-        self._size.record(o.bytes_sent, attributes)
         if o.time_to_first_byte is not None:
             self._ttfb.record(o.time_to_first_byte, attributes)
         if o.drops:
