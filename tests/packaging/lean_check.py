@@ -66,6 +66,17 @@ async def sqlite_ledger() -> str:
             return (await ledger.get(tid)).state
 
 
+def missing_extras() -> dict[str, str]:
+    """What importing each exporter says without its extra."""
+    said = {}
+    for module in ("sluicegate.observe.otel", "sluicegate.observe.prometheus"):
+        try:
+            __import__(module)
+        except ModuleNotFoundError as exc:
+            said[module] = str(exc)
+    return said
+
+
 def main() -> None:
     import sluicegate
 
@@ -75,6 +86,9 @@ def main() -> None:
     served = asyncio.run(serve_in_process())
     after_serve = loaded()
     state = asyncio.run(sqlite_ledger())
+    import sluicegate.observe.outcome
+
+    exporters = missing_extras()
     print(
         json.dumps(
             {
@@ -85,6 +99,7 @@ def main() -> None:
                 "served": served,
                 "ledger_state": state,
                 "public_names": len(public),
+                "exporters": exporters,
                 "doctor_error": sluicegate.DoctorError.__module__,
             }
         )

@@ -67,6 +67,12 @@ def test_import_and_a_stream_load_no_optional_module(lean_venv: Path) -> None:
     assert report["served"] == {"status": 200, "body_ok": True, "ended": True}
     assert report["ledger_state"] == "completed"  # SQLite ledger without psutil
     assert report["doctor_error"] == "sluicegate.doctor.errors"
+    assert report["exporters"] == {
+        "sluicegate.observe.otel": "sluicegate.observe.otel needs opentelemetry: "
+        "pip install 'sluicegate[otel]'",
+        "sluicegate.observe.prometheus": "sluicegate.observe.prometheus needs "
+        "prometheus_client: pip install 'sluicegate[prometheus]'",
+    }
 
 
 @pytest.mark.slow

@@ -48,9 +48,15 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
-from opentelemetry import metrics, trace
-from opentelemetry.metrics import CallbackOptions, Observation
-from opentelemetry.trace import Span, SpanKind, Status, StatusCode
+try:
+    from opentelemetry import metrics, trace
+    from opentelemetry.metrics import CallbackOptions, Observation
+    from opentelemetry.trace import Span, SpanKind, Status, StatusCode
+except ModuleNotFoundError as exc:  # say which extra brings it
+    raise ModuleNotFoundError(
+        f"sluicegate.observe.otel needs {exc.name}: pip install 'sluicegate[otel]'",
+        name=exc.name,
+    ) from exc
 
 from sluicegate.engine.metrics import REGISTRY, Registry, StreamMetrics
 from sluicegate.observe.outcome import StreamOutcome, outcome_of

@@ -33,10 +33,16 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
-from prometheus_client import REGISTRY as PROMETHEUS_REGISTRY
-from prometheus_client import CollectorRegistry, Counter, Histogram
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
-from prometheus_client.registry import Collector
+try:
+    from prometheus_client import REGISTRY as PROMETHEUS_REGISTRY
+    from prometheus_client import CollectorRegistry, Counter, Histogram
+    from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+    from prometheus_client.registry import Collector
+except ModuleNotFoundError as exc:  # say which extra brings it
+    raise ModuleNotFoundError(
+        f"sluicegate.observe.prometheus needs {exc.name}: pip install 'sluicegate[prometheus]'",
+        name=exc.name,
+    ) from exc
 
 from sluicegate.engine.metrics import REGISTRY, Registry, StreamMetrics
 from sluicegate.observe.outcome import outcome_of
