@@ -24,7 +24,7 @@ def lean_venv(tmp_path_factory: pytest.TempPathFactory) -> Path:
     subprocess.run(
         [where / "bin" / "python", "-m", "pip", "install", "--quiet", str(ROOT)],
         check=True,
-        timeout=120,
+        timeout=60,
         capture_output=True,
     )
     return where

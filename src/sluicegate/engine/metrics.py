@@ -46,6 +46,7 @@ class StreamMetrics:
     #: the producer has not finished or been closed yet
     producer_running: bool = True
     ended: float | None = None
+    #: the request method (GET, HEAD, ...)
     method: str = ""
     #: the status sent in the response head; None until it is sent
     status: int | None = None
