@@ -26,9 +26,9 @@ __all__ = ["FeedSummary", "feed_html", "print_feed_table", "summarize_feed"]
 MiB = 1024 * 1024
 _COLOURS = {"wait": "#1f77b4", "drop_oldest": "#ff7f0e", "disconnect": "#2ca02c"}
 _WHAT = {
-    "wait": "the publisher waits for the slowest: everyone falls behind",
-    "drop_oldest": "slow subscribers lose their oldest events; the rest stay live",
-    "disconnect": "slow subscribers are cut, to resume with Last-Event-ID",
+    "wait": "the slowest holds everyone back",
+    "drop_oldest": "slow ones lose old events",
+    "disconnect": "slow ones are cut, resume later",
 }
 
 

@@ -194,9 +194,9 @@ def plan_cases(
 class FeedCase:
     """One live-feed run: ``subscribers`` on one policy, ``slow`` % of them slow.
 
-    The defaults are the demo's: 1,000 subscribers, 10 % reading 8 KiB/s, 10 events/s
-    of 8 KiB for 4 s (80 KiB/s each: enough for a slow subscriber to fill the kernel's
-    and the server's buffers, then its 64 KiB, within the run).
+    The defaults are the demo's: 1,000 subscribers, 10 % reading 16 KiB/s, 10 events/s
+    of 16 KiB for 4 s (160 KiB/s each: enough for a slow subscriber to fill the kernel's
+    and the server's buffers, about 200 KiB, then its own 64 KiB, within the run).
 
     >>> FeedCase("drop_oldest").path, FeedCase("wait").key
     ('/feed/drop_oldest', 'python-feed-wait')
@@ -205,9 +205,9 @@ class FeedCase:
     policy: str
     subscribers: int = 1000
     slow: int = 10
-    slow_rate: int = 8 * 1024
+    slow_rate: int = 16 * 1024
     rate: float = 10.0
-    size: int = 8 * 1024
+    size: int = 16 * 1024
     seconds: float = 4.0
     #: the demo's runner starts the Python demo app for every case
     server: str = "python"
