@@ -111,7 +111,16 @@ class RedisBackend:
         try:
             yield
         except self._errors as exc:
+            await self._drop_idle_connections()
             raise BackendUnavailable(f"Redis unavailable ({doing}): {exc}") from exc
+
+    async def _drop_idle_connections(self) -> None:
+        """After a failure, forget the pool's idle connections: they may be to a Redis
+        that has since restarted, and with retries off the next command would fail on
+        one of them although Redis is back."""
+        if self._redis is not None:
+            with contextlib.suppress(*self._errors):
+                await self._redis.connection_pool.disconnect(inuse_connections=False)
 
     async def publish(self, topic: str, key: str, body: bytes) -> Published:
         """``XADD`` with ``MAXLEN ~``; the stream id is the event id."""
@@ -193,6 +202,7 @@ class RedisBackend:
             except asyncio.CancelledError:
                 raise
             except self._errors as exc:
+                await self._drop_idle_connections()
                 if not broken:
                     broken = True
                     log.warning("Redis went away while reading %s: %s", topic, exc)
