@@ -31,6 +31,7 @@ import click
 from sluicegate.cli.clitools import OneLineCommand, fail, parse_option
 from sluicegate.engine.response import defaults
 from sluicegate.errors import ConfigError
+from sluicegate.events.lifecycle import graceful_uvicorn
 from sluicegate.protect.budgets import Budgets
 from sluicegate.protect.guard import GuardPolicy
 from sluicegate.units import parse_duration, parse_rate, parse_size
@@ -279,6 +280,12 @@ def _sndbuf(text: str) -> int | None:
     metavar="SIZE",
     help="Refuse new streams while sluicegate holds this many bytes (per process).",
 )
+@click.option(
+    "--broadcast",
+    metavar="URL",
+    help="Put the example app's /events feed on Redis Streams (redis://host:port/db), "
+    "so that several serve processes share it.",
+)
 def serve_command(
     host: str,
     port: int,
@@ -292,8 +299,9 @@ def serve_command(
     max_streams: int | None,
     max_streams_per_client: int | None,
     max_buffered: str | None,
+    broadcast: str | None,
 ) -> None:
-    """Serve an ASGI app on uvicorn (by default the examples: /hello, /download).
+    """Serve an ASGI app on uvicorn (by default the examples: /hello, /download, /events).
 
     \b
     Slow-reader defences (off unless given, except --sndbuf):
@@ -319,6 +327,8 @@ def serve_command(
         app = load_app(app_spec)
     except click.BadParameter as exc:
         fail(f"--app: {exc.message}")
+    if broadcast is not None:
+        _use_broadcast(broadcast, app_spec)
     try:
         sock = bind_socket(host, port, sndbuf=sndbuf_bytes)
     except OSError as exc:
@@ -346,9 +356,21 @@ def serve_command(
         _describe(budgets),
     )
     try:
-        uvicorn.Server(config).run(sockets=[sock])
+        # Open event streams get a final event and a retry hint when it shuts down,
+        # instead of holding the shutdown up (see sluicegate.events.lifecycle).
+        graceful_uvicorn(uvicorn.Server(config)).run(sockets=[sock])
     finally:
         sock.close()
+
+
+def _use_broadcast(url: str, app_spec: str) -> None:
+    if app_spec != "sluicegate.cli.examples:app":
+        fail("--broadcast: it puts the example app's /events on Redis; --app apps choose their own")
+    if not url.startswith(("redis://", "rediss://", "unix://")):
+        fail(f"--broadcast: expected a redis://, rediss:// or unix:// URL, not {url!r}")
+    from sluicegate.cli import examples
+
+    examples.use_broadcast(url)
 
 
 def _describe(budgets: object) -> str:

@@ -44,6 +44,16 @@ __all__ = ["RedisBackend"]
 
 log = logging.getLogger("sluicegate.events")
 
+# Take the lease if free, renew it if ours: KEYS lease, ARGV owner, ttl ms.
+_LEASE: Final = """
+local holder = redis.call('GET', KEYS[1])
+if holder == false or holder == ARGV[1] then
+  redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+  return 1
+end
+return 0
+"""
+
 #: Entries one ``XREAD`` returns at most.
 READ_COUNT: Final = 512
 
@@ -220,6 +230,23 @@ class RedisBackend:
                     last = event.id
                     if deliver is not None:
                         deliver(topic, event)
+
+    async def lease(self, name: str, owner: str, ttl: float) -> bool:
+        """Take or renew a lease: one Lua script, so two workers never both hold it."""
+        if self._redis is None:
+            raise BackendUnavailable("the Redis backend is not started")
+        async with self._mapped("lease"):
+            held = await self._redis.eval(
+                _LEASE, 1, f"{self.prefix}lease:{name}", owner, max(1, int(ttl * 1000))
+            )
+        return bool(held)
+
+    async def count(self, name: str) -> int:
+        """``INCR`` a shared counter."""
+        if self._redis is None:
+            raise BackendUnavailable("the Redis backend is not started")
+        async with self._mapped("count"):
+            return int(await self._redis.incr(f"{self.prefix}count:{name}"))
 
     async def aclose(self) -> None:
         """Stop the readers and disconnect."""
