@@ -251,3 +251,27 @@ def test_bad_heartbeats_are_refused(bad: object) -> None:
 def test_content_that_is_not_events_is_refused() -> None:
     with pytest.raises(ConfigError, match="async iterable"):
         EventStream(b"bytes")  # type: ignore[arg-type]
+
+
+async def test_a_stream_closed_before_it_runs_sends_only_the_final_event() -> None:
+    async with Broadcast(["t"]) as b:
+        stream = EventStream(b.feed("t"))
+        stream.close()
+        ex = await call(stream)
+        assert ex.status == 200 and ex.complete
+        assert [e.event for e in parse(ex.body.decode())] == ["shutdown"]
+        assert b.subscribers("t") == 0
+
+
+async def test_a_feed_that_breaks_while_the_replay_is_read_is_a_503() -> None:
+    async with Broadcast(["t"]) as b:
+        real = b.backend.replay
+
+        async def slow_replay(*args: Any) -> Any:
+            b._fail("t", ConnectionError("gone"))  # the reader fails meanwhile
+            return await real(*args)
+
+        b.backend.replay = slow_replay  # type: ignore[method-assign]
+        ex = await call(EventStream(b.feed("t")), headers=lei("0-0"))
+        assert ex.status == 503
+        assert b.subscribers("t") == 0

@@ -248,6 +248,9 @@ class Broadcast:
         except BaseException:
             sub.close()
             raise
+        if sub.state is State.CLOSED:
+            # The feed broke (or the broadcast closed) while the replay was read.
+            raise BackendUnavailable("the event feed broke while the replay was read")
         sub.start_catch_up(after, first)
         return sub
 
