@@ -109,8 +109,14 @@ class RedisBackend:
         self._redis = aioredis.from_url(
             self.url, retry=Retry(NoBackoff(), 0), socket_connect_timeout=2.0
         )
-        async with self._mapped("connect"):
-            await self._redis.ping()
+        try:
+            async with self._mapped("connect"):
+                await self._redis.ping()
+        except BackendUnavailable:
+            client, self._redis = self._redis, None
+            with contextlib.suppress(*self._errors):
+                await client.aclose()
+            raise
 
     def _key(self, topic: str) -> str:
         return self.prefix + topic
