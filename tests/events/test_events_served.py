@@ -150,3 +150,20 @@ def test_serve_with_an_unreachable_redis_fails_at_startup() -> None:
         pytest.fail("serve did not give up on an unreachable Redis")
     assert proc.returncode != 0
     assert "Redis unavailable" in err
+
+
+def test_workers_share_the_feed_on_redis_and_end_their_streams_on_shutdown(
+    redis_url: str,
+) -> None:
+    with serving("--workers", "2", "--broadcast", redis_url) as server:
+        clients = [SSEClient(server.port, "/events?rate=20&size=100") for _ in range(4)]
+        got = [client.events(5) for client in clients]
+        for seen in map(numbers, got):
+            assert seen == list(range(seen[0], seen[0] + len(seen)))
+        server.proc.send_signal(signal.SIGTERM)
+        for client in clients:
+            rest = client.events(10_000, timeout=15)
+            assert rest and rest[-1].event == "shutdown"
+            assert client.closed
+            client.close()
+        assert server.proc.wait(15) in (0, -signal.SIGTERM)
