@@ -155,6 +155,16 @@ class SSEClient:
             got += self.reader.feed(self._dechunk())
         return got
 
+    def read_all(self) -> bytes:
+        """The rest of a response that has a Content-Length (a problem document)."""
+        size = int(self.headers.get("content-length", "0"))
+        while len(self._raw) < size:
+            more = self.sock.recv(65536)
+            if not more:
+                break
+            self._raw += more
+        return self._raw[:size]
+
     def body(self) -> bytes:
         """Every body byte received so far."""
         return self._body

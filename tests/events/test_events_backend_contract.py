@@ -10,6 +10,7 @@ from conftest import MakeBackend
 from sluicegate.events.backend import Backend, Published, Replay, Resync
 from sluicegate.events.framing import encode_body
 from sluicegate.events.ids import ZERO, parse_id
+from sluicegate.events.memory import MemoryBackend
 
 
 class Collector:
@@ -155,3 +156,24 @@ def test_bad_replay_sizes_are_refused(make_backend: MakeBackend, replay: object)
 
     with pytest.raises(ConfigError, match="replay"):
         make_backend(replay=replay)
+
+
+async def test_a_lease_has_one_holder_and_a_counter_counts(make_backend: MakeBackend) -> None:
+    one, two = make_backend(), make_backend()
+    await started(one)
+    await started(two)
+    try:
+        assert await one.lease("feed", "a", 0.3)  # type: ignore[attr-defined]
+        assert await one.lease("feed", "a", 0.3)  # type: ignore[attr-defined]  # renewed
+        if isinstance(one, MemoryBackend):
+            assert await two.count("n") == 1  # type: ignore[attr-defined]
+            return  # one process: nothing to share
+        assert not await two.lease("feed", "b", 0.3)  # type: ignore[attr-defined]
+        await asyncio.sleep(0.4)  # the holder stopped renewing
+        assert await two.lease("feed", "b", 0.3)  # type: ignore[attr-defined]
+        assert not await one.lease("feed", "a", 0.3)  # type: ignore[attr-defined]
+        counts = [await b.count("n") for b in (one, two, one)]  # type: ignore[attr-defined]
+        assert counts == [1, 2, 3]
+    finally:
+        await one.aclose()
+        await two.aclose()

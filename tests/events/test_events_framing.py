@@ -59,7 +59,7 @@ def test_a_stream_of_events_fed_in_arbitrary_pieces_parses_to_the_same_events(
         st.none() | st.booleans() | st.integers() | any_text,
         lambda c: st.lists(c, max_size=3) | st.dictionaries(any_text, c, max_size=3),
         max_leaves=8,
-    )
+    ).filter(lambda v: not isinstance(v, str))  # a str is sent as text, not as JSON
 )
 def test_json_data_round_trips(value: object) -> None:
     [parsed] = parse(encode(Event(value)).decode())

@@ -20,7 +20,7 @@ from typing import Protocol
 
 from sluicegate.events.ids import Order
 
-__all__ = ["Backend", "Deliver", "Fail", "Published", "Replay", "Resync"]
+__all__ = ["Backend", "Coordination", "Deliver", "Fail", "Published", "Replay", "Resync"]
 
 
 @dataclass(frozen=True, slots=True, eq=False)
@@ -80,3 +80,19 @@ class Backend(Protocol):
 
     async def aclose(self) -> None:
         """Stop watching and disconnect."""
+
+
+class Coordination(Protocol):
+    """What workers sharing a backend use to agree, e.g. on who publishes a feed.
+
+    Both shipped backends have it; a :class:`Backend` need not.
+    """
+
+    async def lease(self, name: str, owner: str, ttl: float) -> bool:
+        """Take or renew the lease ``name`` for ``owner`` for ``ttl`` seconds.
+
+        True while ``owner`` holds it; False while another owner's lease runs.
+        """
+
+    async def count(self, name: str) -> int:
+        """Add one to the counter ``name`` (starting at 0) and return it."""

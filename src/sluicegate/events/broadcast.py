@@ -248,8 +248,20 @@ class Broadcast:
         except BaseException:
             sub.close()
             raise
+        if sub.state is State.CLOSED:
+            # The feed broke (or the broadcast closed) while the replay was read.
+            raise BackendUnavailable("the event feed broke while the replay was read")
         sub.start_catch_up(after, first)
         return sub
+
+    def add_topic(self, topic: str) -> None:
+        """Carry ``topic`` from now on (idempotent). Declare topics from code you
+        control: a client must never be able to make one."""
+        if not isinstance(topic, str) or not topic:
+            raise ConfigError(f"a topic must be a non-empty string, not {topic!r}")
+        if topic not in self.topics:
+            self.topics = self.topics | {topic}
+            self._subscribers[topic] = {}
 
     def subscribers(self, topic: str) -> int:
         """How many subscribers ``topic`` has in this process."""

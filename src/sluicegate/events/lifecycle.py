@@ -9,7 +9,8 @@ default), so an app that ends its streams on that message ends them too late.
 Two hooks, use the one your server allows:
 
 :func:`graceful_uvicorn`
-    For a ``uvicorn.Server`` you run yourself (``sluicegate serve`` does): when it
+    For a ``uvicorn.Server`` you run yourself, or for the class (``sluicegate serve``
+    does that, in each worker): when it
     starts shutting down it stops accepting, then every open
     :class:`~sluicegate.events.stream.EventStream` gets its final ``shutdown`` event
     with a ``retry`` hint and ends; the server's wait for connections then returns
@@ -50,20 +51,31 @@ def with_shutdown(app: ASGIApp, *, retry: int = 1000) -> ASGIApp:
 
 
 def graceful_uvicorn(server: Any, *, retry: int = 1000) -> Any:
-    """Make ``server`` (a ``uvicorn.Server``) end its event streams when it shuts down.
+    """Make ``server`` end its event streams when it shuts down; return it.
 
-    Returns the server. The listening sockets close first, so that clients told to
-    retry come back to another worker rather than to this one.
+    ``server`` is a ``uvicorn.Server``, or the class itself to do it for every server
+    this process will make (what ``sluicegate serve --workers`` needs: uvicorn makes
+    each worker's server). The listening sockets close first, so that clients told to
+    retry come back to another worker rather than to this one. Idempotent.
     """
     original = server.shutdown
+    if getattr(original, "_sluicegate_graceful", False):
+        return server
 
-    async def shutdown(sockets: Any = None) -> None:
-        for listener in getattr(server, "servers", []):
+    async def shutdown(self: Any, sockets: Any = None) -> None:
+        for listener in getattr(self, "servers", []):
             listener.close()
         for sock in sockets or []:
             sock.close()
         close_streams(retry=retry)
-        await original(sockets=sockets)
+        if isinstance(server, type):
+            await original(self, sockets=sockets)
+        else:
+            await original(sockets=sockets)
 
-    server.shutdown = shutdown
+    shutdown._sluicegate_graceful = True  # type: ignore[attr-defined]
+    if isinstance(server, type):
+        setattr(server, "shutdown", shutdown)  # noqa: B010  (a class: mypy knows no attribute)
+    else:
+        server.shutdown = shutdown.__get__(server)
     return server

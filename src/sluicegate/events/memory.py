@@ -51,6 +51,7 @@ class MemoryBackend:
         self._topics: dict[str, _Topic] = {}
         self._deliver: Deliver | None = None
         self._watched: set[str] = set()
+        self._counters: dict[str, int] = {}
 
     async def start(self, deliver: Deliver, fail: Fail) -> None:
         """Remember where to deliver; nothing to connect to."""
@@ -95,6 +96,15 @@ class MemoryBackend:
     async def watch(self, topic: str) -> None:
         """Deliver ``topic``'s events from now on (publishing delivers: no reader)."""
         self._watched.add(topic)
+
+    async def lease(self, name: str, owner: str, ttl: float) -> bool:
+        """One process: the lease is always its own."""
+        return True
+
+    async def count(self, name: str) -> int:
+        """Add one to a counter of this process."""
+        n = self._counters[name] = self._counters.get(name, 0) + 1
+        return n
 
     async def aclose(self) -> None:
         """Stop delivering."""

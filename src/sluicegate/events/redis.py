@@ -44,6 +44,16 @@ __all__ = ["RedisBackend"]
 
 log = logging.getLogger("sluicegate.events")
 
+# Take the lease if free, renew it if ours: KEYS lease, ARGV owner, ttl ms.
+_LEASE: Final = """
+local holder = redis.call('GET', KEYS[1])
+if holder == false or holder == ARGV[1] then
+  redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+  return 1
+end
+return 0
+"""
+
 #: Entries one ``XREAD`` returns at most.
 READ_COUNT: Final = 512
 
@@ -99,8 +109,14 @@ class RedisBackend:
         self._redis = aioredis.from_url(
             self.url, retry=Retry(NoBackoff(), 0), socket_connect_timeout=2.0
         )
-        async with self._mapped("connect"):
-            await self._redis.ping()
+        try:
+            async with self._mapped("connect"):
+                await self._redis.ping()
+        except BackendUnavailable:
+            client, self._redis = self._redis, None
+            with contextlib.suppress(*self._errors):
+                await client.aclose()
+            raise
 
     def _key(self, topic: str) -> str:
         return self.prefix + topic
@@ -111,7 +127,16 @@ class RedisBackend:
         try:
             yield
         except self._errors as exc:
+            await self._drop_idle_connections()
             raise BackendUnavailable(f"Redis unavailable ({doing}): {exc}") from exc
+
+    async def _drop_idle_connections(self) -> None:
+        """After a failure, forget the pool's idle connections: they may be to a Redis
+        that has since restarted, and with retries off the next command would fail on
+        one of them although Redis is back."""
+        if self._redis is not None:
+            with contextlib.suppress(*self._errors):
+                await self._redis.connection_pool.disconnect(inuse_connections=False)
 
     async def publish(self, topic: str, key: str, body: bytes) -> Published:
         """``XADD`` with ``MAXLEN ~``; the stream id is the event id."""
@@ -193,6 +218,7 @@ class RedisBackend:
             except asyncio.CancelledError:
                 raise
             except self._errors as exc:
+                await self._drop_idle_connections()
                 if not broken:
                     broken = True
                     log.warning("Redis went away while reading %s: %s", topic, exc)
@@ -210,6 +236,23 @@ class RedisBackend:
                     last = event.id
                     if deliver is not None:
                         deliver(topic, event)
+
+    async def lease(self, name: str, owner: str, ttl: float) -> bool:
+        """Take or renew a lease: one Lua script, so two workers never both hold it."""
+        if self._redis is None:
+            raise BackendUnavailable("the Redis backend is not started")
+        async with self._mapped("lease"):
+            held = await self._redis.eval(
+                _LEASE, 1, f"{self.prefix}lease:{name}", owner, max(1, int(ttl * 1000))
+            )
+        return bool(held)
+
+    async def count(self, name: str) -> int:
+        """``INCR`` a shared counter."""
+        if self._redis is None:
+            raise BackendUnavailable("the Redis backend is not started")
+        async with self._mapped("count"):
+            return int(await self._redis.incr(f"{self.prefix}count:{name}"))
 
     async def aclose(self) -> None:
         """Stop the readers and disconnect."""

@@ -209,6 +209,8 @@ class EventStream(StreamResponse):
 
     async def _start_feeding(self) -> None:
         channel = self.channel
+        if channel.closed:
+            return  # closed before it ran: send what close() queued, and end
         channel.put_nowait(self._opening)
         content = self.content
         if isinstance(content, Feed):
