@@ -8,8 +8,8 @@ Each app serves:
 
 The publisher runs in the server, on a schedule of absolute times (``t0 + k / rate``,
 so a late tick does not delay the next ones), and every event's data is the JSON the
-client reads (:func:`~sluicegate.client.sse_tally.stamped`): ``{"n": k, "t": <publish
-time>, "pad": …}`` padded to ``size`` bytes.
+client reads (:func:`~sluicegate.client.sse_tally.stamped`): ``{"n": k, "published":
+<time>, "pad": …}`` padded to ``size`` bytes.
 
 Variants (``uvicorn benchmarks.sse_apps:<name>``):
 

@@ -1,6 +1,6 @@
 """A numbered SSE feed for the SSE swarm tests: a plain ASGI app, deterministic numbering.
 
-Event ``n`` (1..``count``) has id ``str(n)`` and data ``{"n": n, "t": time.time()}``,
+Event ``n`` (1..``count``) has id ``str(n)`` and data ``{"n": n, "published": time.time()}``,
 so two servers running the same app are two workers of one feed: a subscriber that
 resumes on the other with ``Last-Event-ID`` must get exactly what it missed.
 """
@@ -32,7 +32,7 @@ class NumberedFeed:
     last_event_ids: list[str | None] = field(default_factory=list)
 
     def _event(self, n: int) -> bytes:
-        data = json.dumps({"n": n, "t": time.time(), "pad": "x" * self.size})
+        data = json.dumps({"n": n, "published": time.time(), "pad": "x" * self.size})
         return f"id: {n}\nevent: tick\ndata: {data}\n\n".encode()
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:

@@ -100,8 +100,8 @@ def test_event_parser_refuses_endless_line() -> None:
 
 
 def test_read_stamp() -> None:
-    assert read_stamp(b'{"n":3,"t":1.25,"pad":"xx"}') == (3, 1.25)
-    for bad in (b"", b"plain", b'{"n": "3", "t": 1}', b'{"n": 3}', b"{broken", b'{"n":1,"t":"x"}'):
+    assert read_stamp(b'{"n":3,"published":1.25,"pad":"xx"}') == (3, 1.25)
+    for bad in (b"", b"plain", b'{"n": "3", "published": 1}', b'{"n": 3}', b"{broken"):
         assert read_stamp(bad) is None
 
 

@@ -108,3 +108,16 @@ def test_cli_sse_bad_input_is_one_line(args: list[str], message: str) -> None:
     assert result.exit_code == 2
     lines = [line for line in result.output.splitlines() if line.strip()]
     assert len(lines) == 1 and message in lines[0], result.output
+
+
+def test_cli_against_sluicegate_serves_own_feed(server) -> None:
+    """The feed ``sluicegate serve`` offers at /events counts like any other."""
+    from sluicegate.cli.examples import app
+
+    url = server(app) + "/events?rate=20&size=200"
+    result = CliRunner().invoke(swarm_command, [url, "--sse", "-n", "5", "-d", "2s", "--json"])
+    assert result.exit_code == 0, result.output
+    summary = json.loads(result.stdout)
+    assert summary["connected"] == 5 and summary["events"] >= 5 * 10
+    assert summary["lost"] == summary["duplicated"] == summary["unstamped"] == 0
+    assert summary["latency_p99"] is not None

@@ -55,7 +55,7 @@ Mix grammar: KIND[:WEIGHT][,KIND[:WEIGHT]...]
 
 \b
 SSE mode (--sse): subscribers instead of downloads. Every event's data must
-carry its number and publish time as JSON, {"n": 41, "t": <time.time()>, ...}
+carry its number and publish time as JSON, {"n": 41, "published": <time.time()>, ...}
 (sluicegate's own feeds do); the table shows events delivered, lost (numbers
 skipped), duplicated, and publish-to-receipt latency. Stalled subscribers count
 nothing. --reconnect brings a dropped subscriber back with Last-Event-ID, to the

@@ -1,12 +1,13 @@
 """Counting what SSE subscribers received: every event number, and its delivery latency.
 
 Sans-IO. The load's events carry their number and publish time in ``data``, as JSON
-(the format of sluicegate's own live feed and of the benchmark apps)::
+(the format of ``sluicegate serve``'s ``/events``, :mod:`sluicegate.events.feed`, of
+the demo's live feed and of the benchmark apps)::
 
-    {"n": 41, "t": 1764435600.123456, ...}
+    {"n": 41, "published": 1764435600.123456, ...}
 
-``t`` is ``time.time()`` at publish; the client and the server share a clock (same
-machine), so receipt time minus ``t`` is the delivery latency. Event ids are not used
+``published`` is ``time.time()`` at publish; the client and the server share a clock
+(same machine), so receipt time minus ``published`` is the delivery latency. Event ids are not used
 for counting: an in-memory log numbers events, Redis names them by time, and a resync
 starts a new run; the number in the payload is the same everywhere.
 
@@ -42,21 +43,21 @@ def stamped(n: int, size: int = 0) -> str:
     >>> len(data), read_stamp(data.encode())[0]
     (200, 7)
     """
-    head = f'{{"n":{n},"t":{time.time():.6f},"pad":"'
+    head = f'{{"n":{n},"published":{time.time():.6f},"pad":"'
     return head + "x" * max(0, size - len(head) - 2) + '"}'
 
 
 def read_stamp(data: bytes) -> tuple[int, float] | None:
     """``(n, t)`` from an event's data, or ``None`` if it carries no stamp.
 
-    >>> read_stamp(b'{"n": 3, "t": 1.5, "pad": "xx"}'), read_stamp(b"hello")
+    >>> read_stamp(b'{"n": 3, "published": 1.5, "pad": "xx"}'), read_stamp(b"hello")
     ((3, 1.5), None)
     """
     if data[:1] != b"{":
         return None
     try:
         doc = json.loads(data)
-        n, t = doc["n"], doc["t"]
+        n, t = doc["n"], doc["published"]
     except (ValueError, KeyError, TypeError):
         return None
     if type(n) is not int or not isinstance(t, int | float):
@@ -105,7 +106,7 @@ class Tally:
     events: int = 0
     lost: int = 0
     duplicated: int = 0
-    #: events without a ``{"n", "t"}`` stamp, and ``resync`` events
+    #: events without a ``{"n", "published"}`` stamp, and ``resync`` events
     unstamped: int = 0
     resyncs: int = 0
     heartbeats: int = 0
