@@ -7,8 +7,8 @@ Mounted by :mod:`sluicegate.demo.app` under ``/feed``:
 ``POST /feed/start?policy=P&rate=R&size=S&seconds=D``
     Publish ``R × D`` events of ``S`` bytes at ``R``/s to the subscribers of ``P``.
 ``GET /feed/stats``
-    JSON: subscribers, events published, the broadcast's counters (dropped, cut,
-    replayed), how far the publisher fell behind its schedule.
+    JSON: subscribers, events published (counted when their fan-out begins), the
+    broadcast's counters (dropped, cut, replayed), how far the publisher fell behind.
 
 Every event's data is :func:`~sluicegate.client.sse_tally.stamped` (its number and
 publish time), so ``sluicegate swarm --sse`` counts what each subscriber got.
@@ -111,11 +111,13 @@ class LiveFeed:
                     await asyncio.sleep(delay)
                 self.behind = max(self.behind, -delay)
                 data = stamped(k + 1, size)
+                # Counted when its fan-out begins: under wait, some subscribers have an
+                # event while the publisher still waits to give it to the others.
+                self.published += 1
                 if policy == "wait":
                     await self._wait_publish(k + 1, data)
                 else:
                     await self.broadcast.publish("live", data)
-                self.published += 1
         finally:
             self.ended = time.time()
 
