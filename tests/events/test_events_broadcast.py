@@ -7,7 +7,7 @@ import random
 import time
 
 import pytest
-from conftest import MakeBackend
+from backend_support import MakeBackend
 from sse_support import Parsed, SSEReader
 
 from sluicegate.engine.channel import Channel
