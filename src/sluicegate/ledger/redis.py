@@ -151,6 +151,9 @@ class RedisLedger(Ledger):
         a third of ``heartbeat_timeout`` by default.
     :param max_connections: size of the connection pool made from a URL; callers beyond
         it wait for a free connection.
+    :param commit_before_end: hold each response's end until Redis has run its finish
+        (see :class:`~sluicegate.ledger.Ledger`). That survives a ``kill -9`` of this
+        process; whether it survives one of Redis itself is Redis's ``appendfsync``.
     """
 
     def __init__(
@@ -163,8 +166,9 @@ class RedisLedger(Ledger):
         heartbeat_interval: float | None = None,
         max_connections: int = 32,
         settle_timeout: float = 1.0,
+        commit_before_end: bool = True,
     ) -> None:
-        super().__init__(settle_timeout=settle_timeout)
+        super().__init__(settle_timeout=settle_timeout, commit_before_end=commit_before_end)
         if not max_age >= 1:
             raise ConfigError("max_age must be at least 1 second")
         if not heartbeat_timeout > 0:

@@ -11,9 +11,10 @@ wake-ups, and the event loop never blocks on disk::
 
 Durability, in short (details in ``docs/guides/ledger.md``):
 
-* :meth:`~SQLiteLedger.finish` and receipts return once committed (so up to
-  ``commit_delay`` later): they survive ``kill -9`` of the process (and power loss too
-  with ``synchronous="FULL"``).
+* :meth:`~SQLiteLedger.finish` and receipts return once committed: they survive
+  ``kill -9`` of the process (and power loss too with ``synchronous="FULL"``). With
+  ``commit_before_end`` (the default) a response's end waits for that commit, so a
+  client never holds a whole body whose ``completed`` record is not yet on disk.
 * :meth:`~SQLiteLedger.begin` is not awaited to disk: the row is written ``begin_delay``
   seconds later, or together with the final state if the transfer ends first. A process
   killed within that window leaves no record of the transfer at all.
@@ -163,10 +164,14 @@ class SQLiteLedger(Ledger):
     :param maintenance_interval: seconds between recovery and pruning runs (also on open).
     :param synchronous: ``"NORMAL"`` survives process crashes; ``"FULL"`` also power loss.
     :param busy_timeout: seconds to wait for another process's write lock.
-    :param commit_delay: seconds the writer lets work gather before each commit. Under
-        load, one commit and one wake-up of the event loop then serve many transfers; the
-        price is that :meth:`finish` returns this much later (the client is not kept
-        waiting: its response is complete by then). ``0`` commits at once.
+    :param commit_delay: seconds the writer lets work gather before each commit of
+        writes nobody waits for (begins, progress, and finishes when
+        ``commit_before_end`` is off). Under load, one commit and one wake-up of the
+        event loop then serve many transfers. ``0`` commits at once.
+    :param commit_before_end: hold each response's end until its record is committed
+        (see :class:`~sluicegate.ledger.Ledger`). A finish is then committed at once
+        rather than after ``commit_delay``, because a client waits for it; finishes that
+        arrive while the writer is busy still share one commit.
     """
 
     def __init__(
@@ -184,8 +189,9 @@ class SQLiteLedger(Ledger):
         busy_timeout: float = 5.0,
         commit_delay: float = 0.005,
         settle_timeout: float = 1.0,
+        commit_before_end: bool = True,
     ) -> None:
-        super().__init__(settle_timeout=settle_timeout)
+        super().__init__(settle_timeout=settle_timeout, commit_before_end=commit_before_end)
         for name, value in (
             ("commit_delay", commit_delay),
             ("max_age", max_age),
@@ -337,7 +343,8 @@ class SQLiteLedger(Ledger):
         del self._live[transfer_id]
         self._pending.pop(transfer_id, None)
         try:
-            await self._submit(self._final_writer(final))
+            # A response's end waits for this commit: no commit_delay then.
+            await self._submit(self._final_writer(final), urgent=self.commit_before_end)
         except LedgerError as exc:
             if not isinstance(exc, InvalidTransition):
                 # The store failed, not the rules: keep the transfer live so that a retry,
@@ -437,14 +444,16 @@ class SQLiteLedger(Ledger):
             ops, self._outbox = self._outbox, []
             self._queue.put(ops)
 
-    async def _submit(self, fn: Callable[[sqlite3.Connection], Any], *, write: bool = True) -> Any:
+    async def _submit(
+        self, fn: Callable[[sqlite3.Connection], Any], *, write: bool = True, urgent: bool = False
+    ) -> Any:
         self._check_open()
         if self._broken is not None:
             raise LedgerError(f"the ledger writer stopped: {self._broken!r}")
         assert self._loop is not None
         fut: asyncio.Future[Any] = self._loop.create_future()
         # Reads go at once; writes may wait commit_delay for company.
-        self._enqueue(_Op(fn, fut, write=write), urgent=not write)
+        self._enqueue(_Op(fn, fut, write=write), urgent=urgent or not write)
         # The op runs whether or not the caller stays: a cancelled finish() is still written.
         return await fut
 
