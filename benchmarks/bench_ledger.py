@@ -177,21 +177,26 @@ def make_app(ledger: Ledger) -> Any:
     )
 
 
-def _serve(where: str, port: int, commit_delay: float) -> None:
+def _serve(where: str, port: int, commit_delay: float, before_end: bool) -> None:
     import uvicorn
 
     ledger: Ledger
     if where.startswith("redis://"):
         from sluicegate.ledger.redis import RedisLedger
 
-        ledger = RedisLedger(where, prefix=f"bench-http:{time.time_ns()}:", max_age=600)
+        ledger = RedisLedger(
+            where,
+            prefix=f"bench-http:{time.time_ns()}:",
+            max_age=600,
+            commit_before_end=before_end,
+        )
     else:
-        ledger = SQLiteLedger(where, commit_delay=commit_delay)
+        ledger = SQLiteLedger(where, commit_delay=commit_delay, commit_before_end=before_end)
     uvicorn.run(make_app(ledger), host="127.0.0.1", port=port, log_level="warning")
 
 
 def http_overhead(
-    n: int, commit_delay: float = 0.005, redis_url: str | None = None
+    n: int, commit_delay: float = 0.005, redis_url: str | None = None, before_end: bool = True
 ) -> dict[str, float]:
     """Per request on uvicorn, /plain against /ledgered, keep-alive, taken in turns.
 
@@ -207,7 +212,10 @@ def http_overhead(
     with tempfile.TemporaryDirectory() as tmp:
         where = redis_url or str(Path(tmp) / "bench.db")
         server = subprocess.Popen(
-            [sys.executable, __file__, "--serve", where, str(port), str(commit_delay)]
+            [
+                *(sys.executable, __file__, "--serve", where, str(port)),
+                *(str(commit_delay), "1" if before_end else "0"),
+            ]
         )
         try:
             _wait_for_port(port)
@@ -248,11 +256,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--commit-delay", type=float, default=0.005, help="SQLiteLedger commit_delay (seconds)"
     )
-    parser.add_argument("--serve", nargs=3, help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--late-only",
+        action="store_true",
+        help="measure only commit_before_end=False (by default both, the default first)",
+    )
+    parser.add_argument("--serve", nargs=4, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.serve:
-        _serve(args.serve[0], int(args.serve[1]), float(args.serve[2]))
+        _serve(args.serve[0], int(args.serve[1]), float(args.serve[2]), args.serve[3] == "1")
         return 0
+    modes = [False] if args.late_only else [True, False]
 
     results: dict[str, Any] = {}
     with tempfile.TemporaryDirectory() as tmp:
@@ -272,9 +286,15 @@ def main(argv: list[str] | None = None) -> int:
                 measure(lambda: RedisLedger(url, prefix=prefix, max_age=600), args.n)
             )
         if not args.no_http:
-            results["http"] = http_overhead(args.requests, args.commit_delay)
-            if url is not None:
-                results["http_redis"] = http_overhead(args.requests, args.commit_delay, url)
+            for before_end in modes:
+                tag = "" if before_end else "_late"
+                results["http" + tag] = http_overhead(
+                    args.requests, args.commit_delay, before_end=before_end
+                )
+                if url is not None:
+                    results["http_redis" + tag] = http_overhead(
+                        args.requests, args.commit_delay, url, before_end=before_end
+                    )
 
     if args.json:
         print(json.dumps(results, indent=2))
@@ -289,11 +309,17 @@ def main(argv: list[str] | None = None) -> int:
                 f"  {backend:7} CPU {row['cpu_us']:6.1f} µs   wall {row['wall_us']:6.1f} µs"
                 f"  (100 in flight)   finish latency {row['latency_us']:7.1f} µs"
             )
-    for key, name in (("http", "SQLite"), ("http_redis", "Redis")):
+    for key, name in (
+        ("http", "SQLite"),
+        ("http_redis", "Redis"),
+        ("http_late", "SQLite"),
+        ("http_redis_late", "Redis"),
+    ):
         if key not in results:
             continue
         h = results[key]
-        print(f"1 KiB StreamResponse on uvicorn, {args.requests} requests per path, {name}")
+        mode = "commit_before_end=False" if key.endswith("_late") else "commit_before_end=True"
+        print(f"1 KiB StreamResponse on uvicorn, {args.requests} requests per path, {name}, {mode}")
         print(
             f"  client wall  plain {h['plain_wall_us']:7.1f} µs   with {name} ledger"
             f" {h['ledgered_wall_us']:7.1f} µs   added {h['added_wall_percent']:+5.1f} %"
