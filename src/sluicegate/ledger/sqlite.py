@@ -110,6 +110,8 @@ _UPSERT_FINAL: Final = (
     " WHERE transfers.state = 'streaming'"
 )
 _BATCH_MAX: Final = 1024
+# Inline commits between two checkpoints the writer thread runs (see _commit_inline).
+_CHECKPOINT_EVERY: Final = 500
 
 
 class _Op:
@@ -239,6 +241,10 @@ class SQLiteLedger(Ledger):
         self._thread: threading.Thread | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._broken: BaseException | None = None
+        # Finishes a response waits for, committed on the loop (see _commit_inline).
+        self._inline: sqlite3.Connection | None = None
+        self._inline_batch: list[tuple[TransferRecord, asyncio.Future[None]]] = []
+        self._inline_commits = 0
 
     # -- lifecycle -----------------------------------------------------------------------
 
@@ -257,8 +263,14 @@ class SQLiteLedger(Ledger):
         except BaseException:
             await asyncio.to_thread(self._thread.join)
             raise
+        if self.commit_before_end and self.synchronous == "NORMAL":
+            self._inline = _connect_inline(self.path)
 
     async def _close(self) -> None:
+        self._commit_inline()
+        if self._inline is not None:
+            self._inline.close()
+            self._inline = None
         now = time.time()
         leftovers = list(self._live.values())
         self._live.clear()
@@ -343,8 +355,11 @@ class SQLiteLedger(Ledger):
         del self._live[transfer_id]
         self._pending.pop(transfer_id, None)
         try:
-            # A response's end waits for this commit: no commit_delay then.
-            await self._submit(self._final_writer(final), urgent=self.commit_before_end)
+            if self._inline is not None:
+                await self._submit_inline(final)
+            else:
+                # A response's end waits for this commit: no commit_delay then.
+                await self._submit(self._final_writer(final), urgent=self.commit_before_end)
         except LedgerError as exc:
             if not isinstance(exc, InvalidTransition):
                 # The store failed, not the rules: keep the transfer live so that a retry,
@@ -421,7 +436,8 @@ class SQLiteLedger(Ledger):
         owner = self.owner_id
 
         def insert(conn: sqlite3.Connection) -> None:
-            conn.execute(_INSERT, _row(rec, owner))
+            # The final row may be there already: a finish committed on the loop first.
+            conn.execute(_INSERT + " ON CONFLICT (id) DO NOTHING", _row(rec, owner))
 
         self._enqueue(_Op(insert, None))
 
@@ -457,15 +473,65 @@ class SQLiteLedger(Ledger):
         # The op runs whether or not the caller stays: a cancelled finish() is still written.
         return await fut
 
+    async def _submit_inline(self, final: TransferRecord) -> None:
+        """Commit ``final`` on the loop at the end of this turn, with the others of this turn.
+
+        Why on the loop: a response waits for this commit, and with ``synchronous=NORMAL``
+        in WAL mode a commit is an append to the WAL without an fsync (≈ 30 µs of CPU),
+        while a round trip through the writer thread costs two thread wake-ups (≈ 100 µs
+        of CPU on a small VM, and as much again in latency). The loop never waits for a
+        lock: if another connection holds it, the batch goes to the writer thread.
+        """
+        assert self._loop is not None
+        fut: asyncio.Future[None] = self._loop.create_future()
+        if not self._inline_batch:
+            self._loop.call_soon(self._commit_inline)
+        self._inline_batch.append((final, fut))
+        await fut
+
+    def _commit_inline(self) -> None:
+        batch, self._inline_batch = self._inline_batch, []
+        conn = self._inline
+        if not batch or conn is None:
+            return
+        outcomes: list[BaseException | None] = []
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            for final, _fut in batch:
+                outcomes.append(_write_final(conn, final, self.owner_id))
+            conn.execute("COMMIT")
+        except sqlite3.Error:
+            # Locked by another writer (or worse): the writer thread waits and retries.
+            with contextlib.suppress(sqlite3.Error):
+                conn.execute("ROLLBACK")
+            for final, fut in batch:
+                _chain(self._submit_op(self._final_writer(final)), fut)
+            return
+        for (_final, fut), outcome in zip(batch, outcomes, strict=True):
+            if fut.done():
+                continue
+            if outcome is None:
+                fut.set_result(None)
+            else:
+                fut.set_exception(outcome)
+        self._inline_commits += 1
+        if self._inline_commits % _CHECKPOINT_EVERY == 0:
+            # The loop's connection never checkpoints (that may fsync): the writer does.
+            self._enqueue(_Op(_checkpoint, None, write=False))  # not inside a transaction
+
+    def _submit_op(self, fn: Callable[[sqlite3.Connection], Any]) -> asyncio.Future[Any]:
+        assert self._loop is not None
+        fut: asyncio.Future[Any] = self._loop.create_future()
+        self._enqueue(_Op(fn, fut), urgent=True)
+        return fut
+
     def _final_writer(self, final: TransferRecord) -> Callable[[sqlite3.Connection], None]:
         owner = self.owner_id
 
         def write(conn: sqlite3.Connection) -> None:
-            if conn.execute(_UPSERT_FINAL, _row(final, owner)).rowcount != 1:
-                (state,) = conn.execute(
-                    "SELECT state FROM transfers WHERE id = ?", (final.id,)
-                ).fetchone()
-                raise InvalidTransition(f"the transfer already ended as {state!r}")
+            refused = _write_final(conn, final, owner)
+            if refused is not None:
+                raise refused
 
         return write
 
@@ -692,6 +758,20 @@ def _as_ledger_error(exc: BaseException, what: str) -> BaseException:
     return err
 
 
+def _write_final(
+    conn: sqlite3.Connection, final: TransferRecord, owner: str
+) -> InvalidTransition | None:
+    """Write a final record; the error, if the stored one had already ended."""
+    if conn.execute(_UPSERT_FINAL, _row(final, owner)).rowcount != 1:
+        (state,) = conn.execute("SELECT state FROM transfers WHERE id = ?", (final.id,)).fetchone()
+        return InvalidTransition(f"the transfer already ended as {state!r}")
+    return None
+
+
+def _checkpoint(conn: sqlite3.Connection) -> None:
+    conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+
+
 def _progress_writer(transfer_id: str, bytes_sent: int) -> Callable[[sqlite3.Connection], None]:
     def write(conn: sqlite3.Connection) -> None:
         conn.execute(
@@ -761,6 +841,30 @@ def _process_alive(pid: int, started: float) -> bool:
 
 
 # -- helpers that run on the event loop ------------------------------------------------
+
+
+def _connect_inline(path: Path) -> sqlite3.Connection:
+    """The loop's connection: it never waits for a lock (``timeout=0``), never checkpoints."""
+    conn = sqlite3.connect(path, timeout=0, isolation_level=None, check_same_thread=False)
+    conn.execute("PRAGMA synchronous = NORMAL")
+    conn.execute("PRAGMA wal_autocheckpoint = 0")
+    return conn
+
+
+def _chain(source: asyncio.Future[Any], target: asyncio.Future[None]) -> None:
+    """Settle ``target`` as ``source`` settles."""
+
+    def done(src: asyncio.Future[Any]) -> None:
+        if target.done():
+            return
+        if src.cancelled():
+            target.cancel()
+        elif (exc := src.exception()) is not None:
+            target.set_exception(exc)
+        else:
+            target.set_result(None)
+
+    source.add_done_callback(done)
 
 
 def _settle_open(fut: asyncio.Future[None], exc: BaseException | None) -> None:
