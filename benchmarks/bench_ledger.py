@@ -11,7 +11,11 @@ Redis backend:
 
 Then it serves a 1 KiB StreamResponse from uvicorn (in a subprocess, so client and
 server do not share a GIL) with and without the ledger around it, and prints the
-difference per request: the figure the "ledger adds at most 10 %" target is about.
+difference per request: the figure the "ledger adds at most 10 %" target is about. It
+does so with ``commit_before_end`` on (the default: the end of each response waits for
+its record's commit) and off (the record follows the end), so that the price of the
+guarantee shows. ``--concurrency N`` keeps N requests in flight instead of one, which
+is where commits and round trips are shared.
 """
 
 from __future__ import annotations
@@ -196,14 +200,19 @@ def _serve(where: str, port: int, commit_delay: float, before_end: bool) -> None
 
 
 def http_overhead(
-    n: int, commit_delay: float = 0.005, redis_url: str | None = None, before_end: bool = True
+    n: int,
+    commit_delay: float = 0.005,
+    redis_url: str | None = None,
+    before_end: bool = True,
+    concurrency: int = 1,
 ) -> dict[str, float]:
     """Per request on uvicorn, /plain against /ledgered, keep-alive, taken in turns.
 
     Wall time is what the client sees; server CPU time (all threads, from psutil) is what
     the ledger costs the server, and is much less disturbed by other load on the machine.
+    With ``concurrency`` > 1 that many requests are in flight at once (wall time is then
+    per request of the whole batch), which is where group commit shares commits.
     """
-    import httpx
     import psutil  # type: ignore[import-untyped]
 
     port = _free_port()
@@ -222,16 +231,16 @@ def http_overhead(
             proc = psutil.Process(server.pid)
             wall = {"plain": 0.0, "ledgered": 0.0}
             cpu = {"plain": 0.0, "ledgered": 0.0}
-            with httpx.Client(base_url=f"http://127.0.0.1:{port}") as client:
+            base = f"http://127.0.0.1:{port}"
+            run = _serial(base) if concurrency <= 1 else _concurrent(base, concurrency)
+            with run as get_many:
                 for path in wall:  # warm up
-                    for _ in range(200):
-                        client.get(f"/{path}").raise_for_status()
+                    get_many(f"/{path}", 200)
                 for _ in range(rounds):
                     for path in wall:
                         before = proc.cpu_times()
                         start = time.perf_counter()
-                        for _ in range(per_round):
-                            client.get(f"/{path}").raise_for_status()
+                        get_many(f"/{path}", per_round)
                         wall[path] += time.perf_counter() - start
                         after = proc.cpu_times()
                         cpu[path] += after.user + after.system - before.user - before.system
@@ -244,6 +253,46 @@ def http_overhead(
     out["added_wall_percent"] = (wall["ledgered"] / wall["plain"] - 1) * 100
     out["added_server_cpu_percent"] = (cpu["ledgered"] / cpu["plain"] - 1) * 100
     return out
+
+
+@contextlib.contextmanager
+def _serial(base: str) -> Iterator[Callable[[str, int], None]]:
+    """``get_many(path, n)``: n GETs one after the other on one keep-alive connection."""
+    import httpx
+
+    with httpx.Client(base_url=base) as client:
+
+        def get_many(path: str, n: int) -> None:
+            for _ in range(n):
+                client.get(path).raise_for_status()
+
+        yield get_many
+
+
+@contextlib.contextmanager
+def _concurrent(base: str, width: int) -> Iterator[Callable[[str, int], None]]:
+    """``get_many(path, n)``: n GETs, ``width`` in flight at once, from one event loop."""
+    import httpx
+
+    loop = asyncio.new_event_loop()
+    limits = httpx.Limits(max_connections=width, max_keepalive_connections=width)
+    client = httpx.AsyncClient(base_url=base, limits=limits)
+
+    async def many(path: str, n: int) -> None:
+        left = [n]
+
+        async def worker() -> None:
+            while left[0] > 0:
+                left[0] -= 1
+                (await client.get(path)).raise_for_status()
+
+        await asyncio.gather(*(worker() for _ in range(width)))
+
+    try:
+        yield lambda path, n: loop.run_until_complete(many(path, n))
+    finally:
+        loop.run_until_complete(client.aclose())
+        loop.close()
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -261,12 +310,16 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="measure only commit_before_end=False (by default both, the default first)",
     )
+    parser.add_argument(
+        "--concurrency", type=int, default=1, help="requests in flight in the HTTP comparison"
+    )
     parser.add_argument("--serve", nargs=4, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.serve:
         _serve(args.serve[0], int(args.serve[1]), float(args.serve[2]), args.serve[3] == "1")
         return 0
     modes = [False] if args.late_only else [True, False]
+    width = max(1, args.concurrency)
 
     results: dict[str, Any] = {}
     with tempfile.TemporaryDirectory() as tmp:
@@ -289,11 +342,11 @@ def main(argv: list[str] | None = None) -> int:
             for before_end in modes:
                 tag = "" if before_end else "_late"
                 results["http" + tag] = http_overhead(
-                    args.requests, args.commit_delay, before_end=before_end
+                    args.requests, args.commit_delay, before_end=before_end, concurrency=width
                 )
                 if url is not None:
                     results["http_redis" + tag] = http_overhead(
-                        args.requests, args.commit_delay, url, before_end=before_end
+                        args.requests, args.commit_delay, url, before_end, width
                     )
 
     if args.json:
@@ -319,7 +372,10 @@ def main(argv: list[str] | None = None) -> int:
             continue
         h = results[key]
         mode = "commit_before_end=False" if key.endswith("_late") else "commit_before_end=True"
-        print(f"1 KiB StreamResponse on uvicorn, {args.requests} requests per path, {name}, {mode}")
+        print(
+            f"1 KiB StreamResponse on uvicorn, {args.requests} requests per path,"
+            f" {width} in flight, {name}, {mode}"
+        )
         print(
             f"  client wall  plain {h['plain_wall_us']:7.1f} µs   with {name} ledger"
             f" {h['ledgered_wall_us']:7.1f} µs   added {h['added_wall_percent']:+5.1f} %"
