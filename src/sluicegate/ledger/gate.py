@@ -21,6 +21,12 @@ and before the held message leaves, the record says ``completed`` and the client
 an incomplete body. That is the safe direction: the client knows its body is incomplete
 (the connection broke before its end), and its receipt gets ``size_mismatch``.
 
+The head of a ``Content-Length`` response is held too, until the first body message
+passes: a small body then leaves together with its head, after the commit, and the
+client wakes once instead of reading the head and then waiting for the body. (A body
+of unknown length keeps its head at once: a stream may flush its head before it has
+anything to say, as event streams do.)
+
 The gate looks only at the ASGI messages, so it needs nothing from the pump; it is a
 wrapper rather than a hook in the pump because every path that can end a body (the
 pump's loop, an in-band error record, a trailer) goes through ``send``.
@@ -58,16 +64,17 @@ class EndGate:
     ...     await gate({"type": "http.response.body", "body": b"", "more_body": False})
     >>> asyncio.run(respond())
     >>> log
-    ['http.response.start', 'sealed 5', 'http.response.body', 'http.response.body']
+    ['sealed 5', 'http.response.start', 'http.response.body', 'http.response.body']
     """
 
-    __slots__ = ("_length", "_seal", "_send", "_trailers", "sealed", "sent")
+    __slots__ = ("_head", "_length", "_seal", "_send", "_trailers", "sealed", "sent")
 
     def __init__(self, send: Send, seal: Seal) -> None:
         self._send = send
         self._seal = seal
         self._length: int | None = None
         self._trailers = False
+        self._head: Message | None = None
         #: body bytes that have passed (or are passing) through
         self.sent = 0
         #: ``seal`` has been called
@@ -90,6 +97,12 @@ class EndGate:
         elif kind == "http.response.start":
             self._trailers = bool(message.get("trailers", False))
             self._length = _content_length(message.get("headers", ()))
+            if self._length is not None:
+                self._head = message  # leaves with the first body message
+                return
+        head, self._head = self._head, None
+        if head is not None:
+            await self._send(head)
         await self._send(message)
 
     async def _run_seal(self) -> None:
