@@ -386,8 +386,9 @@ class StreamResponse(Response):
 
         async def seal(sent: int) -> None:
             # Every byte (or an in-band error record) is about to leave.
-            state: StreamState = "completed" if self._error is None else "failed"
-            await self._finish_transfer(transfer, state, sent)
+            await self._finish_transfer(
+                transfer, "completed" if self._error is None else "failed", sent
+            )
 
         return EndGate(send, seal)
 
