@@ -32,7 +32,7 @@ import httpx
 import pytest
 
 from sluicegate.ledger import Ledger, SQLiteLedger, UnknownTransfer, digest_of, judge
-from tests.ledger.conftest import _free_port
+from tests.redis_server import free_port
 from tests.servers import wait_for_port
 
 SERVER = Path(__file__).with_name("ledger_server.py")
@@ -113,7 +113,7 @@ def _run(store: list[str], transfers: int, late: bool = False) -> list[Seen]:
     rounds = 0
     while len(seen) < transfers and rounds < 60:
         rounds += 1
-        port = _free_port()
+        port = free_port()
         proc = _start(port, store, late)
         try:
             asyncio.run(_round(port, proc, seen))
