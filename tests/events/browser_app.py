@@ -2,14 +2,15 @@
 
 Run as ``python browser_app.py PORT REPORT BACKEND TOPIC [PUBLISH]``:
 
-* ``/``: the page. It shows each ``tick`` event's number as a list item, and after
-  every event posts what it shows to ``/report`` (so the test sees what a person would).
+* ``/``: the page. It shows each ``tick`` event's number as a list item, and posts
+  what it shows to ``/report`` after every event and every (re)connection (so the
+  test sees what a person would).
 * ``/events``: ``EventStream`` of ``TOPIC`` (``retry: 300`` first, so the browser
   comes back quickly). Every request's ``Last-Event-ID`` is appended to ``REPORT``.
 * ``/report``: appends the page's JSON to ``REPORT``, one line each.
 
 ``BACKEND`` is ``memory`` or a ``redis://`` URL. With ``PUBLISH`` (a count), this
-worker publishes ticks 1..PUBLISH itself, 25 a second, from its first request on.
+worker publishes ticks 1..PUBLISH itself, 25 a second, from its first subscriber on.
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ PAGE = b"""<!doctype html>
 const log = document.getElementById("log");
 const source = new EventSource("/events");
 let opens = 0;
-source.onopen = () => { opens += 1; };
+source.onopen = () => { opens += 1; report("open"); };
 function report(kind) {
   const shown = Array.from(log.children, li => Number(li.textContent));
   fetch("/report", {method: "POST", body: JSON.stringify({kind, shown, opens})});
@@ -52,7 +53,10 @@ def make_app(report: Path, backend: str, topic: str, publish: int) -> Any:
     publisher: list[asyncio.Task[None]] = []
 
     async def ticks() -> None:
-        await asyncio.sleep(0.3)  # the first subscriber is in by then
+        for _ in range(1000):  # start once the first subscriber is in (10 s at most)
+            if broadcast.subscribers(topic):
+                break
+            await asyncio.sleep(0.01)
         for n in range(1, publish + 1):
             await broadcast.publish(topic, {"n": n}, event="tick")
             await asyncio.sleep(0.04)

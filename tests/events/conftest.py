@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
+from backend_support import MakeBackend
 
 from sluicegate.events.backend import Backend
 from sluicegate.events.memory import MemoryBackend
@@ -15,7 +16,6 @@ from tests.redis_server import redis_url
 __all__ = ["redis_url"]  # the shared fixture (tests/redis_server.py), used here
 
 BACKENDS = ["memory", "redis"]
-MakeBackend = Callable[..., Backend]
 
 
 @pytest.fixture(params=BACKENDS)

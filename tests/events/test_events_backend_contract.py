@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 
 import pytest
-from conftest import MakeBackend
+from backend_support import MakeBackend
 
 from sluicegate.events.backend import Backend, Published, Replay, Resync
 from sluicegate.events.framing import encode_body

@@ -7,7 +7,7 @@ import random
 import time
 
 import pytest
-from conftest import MakeBackend
+from backend_support import MakeBackend
 from sse_support import Parsed, SSEReader
 
 from sluicegate.engine.channel import Channel
@@ -235,6 +235,8 @@ async def test_close_ends_every_subscription_and_further_subscribes_fail() -> No
 
     with pytest.raises(BackendUnavailable):
         await b.subscribe("t", Channel())
+    with pytest.raises(BackendUnavailable):
+        await b.publish("t", "after the end")
 
 
 def test_the_transition_table_is_closed_and_illegal_moves_raise() -> None:

@@ -146,10 +146,11 @@ def test_on_redis_a_restart_moves_the_browser_to_a_second_worker_without_loss(
     publisher = threading.Thread(target=asyncio.run, args=(publish(),), daemon=True)
     try:
         browse(processes, tmp_path / "profile", f"http://127.0.0.1:{proxy.port}/")
+        # Connected (onopen: the stream's head went out after it subscribed).
         wait_until(
-            lambda: any(line.get("request") for line in lines(report)), "the page to subscribe"
+            lambda: any(line.get("kind") == "open" for line in lines(report)),
+            "the page to subscribe",
         )
-        time.sleep(0.3)
         publisher.start()
         wait_until(lambda: len(shown(report)) >= 20, "20 events on the page")
         # The restart: new connections go to B; A shuts down (a final event, a retry hint).

@@ -275,3 +275,48 @@ async def test_a_feed_that_breaks_while_the_replay_is_read_is_a_503() -> None:
         ex = await call(EventStream(b.feed("t")), headers=lei("0-0"))
         assert ex.status == 503
         assert b.subscribers("t") == 0
+
+
+async def test_a_cut_disconnect_subscriber_whose_client_reads_nothing_is_hung_up_on() -> None:
+    """Without a guard too: the queued events cannot leave, so the response is ended."""
+    never = asyncio.Event()
+
+    async def stall(message: dict[str, Any]) -> None:
+        if message.get("type") == "http.response.body" and message["body"] != b":\n\n":
+            await never.wait()  # the client stopped reading after the opening comment
+
+    async with Broadcast(["t"]) as b:
+        feed = b.feed("t", policy="disconnect", limit=512, disconnect_after=0.1)
+        stream = EventStream(feed, guard=None)
+        task = asyncio.create_task(call(stream, exchange=Exchange(on_send=stall)))
+        await asyncio.sleep(0.05)
+        for i in range(50):
+            await b.publish("t", {"i": i, "pad": "x" * 50})
+        async with asyncio.timeout(5):
+            await task  # returns: not cancelled from outside, not stuck
+        assert b.subscribers("t") == 0
+        assert stream.metrics is not None and stream.metrics.state != "completed"
+
+
+async def test_a_cut_subscriber_that_reads_again_gets_its_queued_events_and_an_error() -> None:
+    async with Broadcast(["t"], replay=10_000) as b:
+        feed = b.feed("t", policy="disconnect", limit=512, disconnect_after=0.1)
+        gate = asyncio.Event()
+
+        async def slow(message: dict[str, Any]) -> None:
+            if message.get("type") == "http.response.body" and message["body"] != b":\n\n":
+                await gate.wait()
+
+        ex = Exchange(on_send=slow)
+        task = asyncio.create_task(call(EventStream(feed, guard=None), exchange=ex))
+        await asyncio.sleep(0.05)
+        ids = [await b.publish("t", {"i": i, "pad": "x" * 50}) for i in range(50)]
+        await asyncio.sleep(0.15)  # cut by now; the client reads again within the grace
+        gate.set()
+        async with asyncio.timeout(5):
+            await task
+        events = parse(ex.body.decode())
+        assert events[-1].event == "error" and "SlowSubscriber" in events[-1].data
+        got = [e.last_event_id for e in events[:-1]]
+        assert got == ids[: len(got)] and got  # a prefix, in order: it resumes after it
+        assert ex.complete

@@ -178,6 +178,8 @@ class Broadcast:
         :class:`~sluicegate.events.errors.BackendUnavailable`; then nothing is published.
         """
         self._check_topic(topic)
+        if self._closed:
+            raise BackendUnavailable("the broadcast is closed")
         body = encode_body(data, event=event, retry=retry)
         if len(body) + _ID_LINE > self.max_event_size:
             raise EventTooLarge(

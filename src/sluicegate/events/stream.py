@@ -170,6 +170,9 @@ class EventStream(StreamResponse):
         self._producer: asyncio.Task[None] | None = None
         self._beat: asyncio.TimerHandle | None = None
         self._beat_mark = 0
+        # The task serving the request, and whether we cancelled it (a cut).
+        self._request: asyncio.Task[Any] | None = None
+        self._cutting = False
 
     @property
     def broadcast(self) -> Broadcast | None:
@@ -199,9 +202,17 @@ class EventStream(StreamResponse):
             )
             return
         _OPEN.add(self)
+        self._request = asyncio.current_task()
         try:
             await super().__call__(scope, receive, send)
+        except asyncio.CancelledError:
+            request = self._request
+            if not self._cutting or request is None or request.uncancel() > 0:
+                raise  # cancelled by someone else (the server shutting down)
+            # Our own cut: the response ends incomplete and the server closes the
+            # connection.
         finally:
+            self._request = None
             _OPEN.discard(self)
             await self._stop_feeding()
 
@@ -217,6 +228,7 @@ class EventStream(StreamResponse):
             self.subscription = await content.broadcast.subscribe(
                 content.topic, channel, content.options, self.last_event_id
             )
+            self.subscription.on_cut = self._cut_soon
         else:
             events = content if isinstance(content, AsyncIterable) else content(self.last_event_id)
             self._producer = asyncio.create_task(
@@ -248,6 +260,20 @@ class EventStream(StreamResponse):
             if close is not None:
                 await close()
         channel.close()
+
+    def _cut_soon(self) -> None:
+        """The ``disconnect`` policy cut the subscriber: its stream ends with the events
+        it had queued and an ``error`` event, if the client takes them within
+        ``disconnect_after`` seconds; if not, the connection is cut there and then."""
+        assert isinstance(self.content, Feed)
+        grace = self.content.options.disconnect_after
+        asyncio.get_running_loop().call_later(grace, self._cut_now)
+
+    def _cut_now(self) -> None:
+        request = self._request
+        if request is not None and not request.done():
+            self._cutting = True
+            request.cancel()
 
     def _heartbeat(self) -> None:
         channel = self.channel

@@ -22,7 +22,9 @@ A subscription is a small state machine (:class:`State`, :data:`TRANSITIONS`):
     If the channel gets room within ``disconnect_after`` seconds, the subscription
     catches up from the log (back to ``CATCHING_UP``); if not, it is cut with
     :class:`~sluicegate.events.errors.SlowSubscriber` and the client comes back with
-    ``Last-Event-ID``.
+    ``Last-Event-ID``. (Its :class:`~sluicegate.events.stream.EventStream` hangs up
+    on a client that does not take even the queued events within another
+    ``disconnect_after`` seconds.)
 ``CLOSED``
     Nothing more is queued.
 
@@ -47,7 +49,7 @@ import asyncio
 import enum
 import math
 from collections import OrderedDict
-from collections.abc import Coroutine, Mapping
+from collections.abc import Callable, Coroutine, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Final, Literal, TypeAlias
 
@@ -163,6 +165,7 @@ class Subscription:
         "broadcast",
         "channel",
         "cursor",
+        "on_cut",
         "options",
         "state",
         "topic",
@@ -184,6 +187,9 @@ class Subscription:
         self._pending: OrderedDict[str, Published] = OrderedDict()
         self._pending_bytes = 0
         self._task: asyncio.Task[None] | None = None
+        #: called when the ``disconnect`` policy cuts this subscriber (its stream then
+        #: makes sure the connection ends, see EventStream)
+        self.on_cut: Callable[[], None] | None = None
 
     # -- state --------------------------------------------------------------------
 
@@ -286,6 +292,8 @@ class Subscription:
         except TimeoutError:
             COUNTERS.cut += 1
             self.close(SlowSubscriber(f"the subscriber's buffer stayed full for {seconds:g} s"))
+            if self.on_cut is not None:
+                self.on_cut()
             return False
         return not channel.closed
 
