@@ -127,3 +127,22 @@ def test_each_policy_under_the_doctor(tmp_path: Path) -> None:
     for s in (drop, cut):
         assert s.published == s.events and s.fast_delivered == s.fast_offered, s
     assert drop.dropped > 0 and cut.cut > 0
+
+
+@pytest.mark.slow
+def test_run_demo_writes_the_feed_section(tmp_path: Path) -> None:
+    from sluicegate.demo.cli import FEED_TITLE, run_demo
+
+    buffer = io.StringIO()
+    result = run_demo(
+        [], tmp_path, console=Console(file=buffer, width=200), title="t", idle=0.3,
+        hello=False, png=False, feed=[FeedCase("drop_oldest", subscribers=20, seconds=2.0)],
+    )  # fmt: skip
+    assert [s.policy for s in result.feed] == ["drop_oldest"]
+    assert result.feed[0].problem is None and result.feed[0].published == 20
+    assert FEED_TITLE in buffer.getvalue()
+    doc = json.loads((tmp_path / "figures.json").read_text())
+    assert doc["live_feed"][0]["policy"] == "drop_oldest" and doc["live_feed"][0]["curve_rss"]
+    page = (tmp_path / "index.html").read_text()
+    assert FEED_TITLE in page and "runs/python-feed-drop_oldest/report.html" in page
+    assert (tmp_path / "runs" / "python-feed-drop_oldest" / "report.html").is_file()
