@@ -26,6 +26,11 @@ async def endless(request: web.Request) -> web.StreamResponse:
     return await stream(request, StreamResponse(content))
 
 
+async def slow(request: web.Request) -> web.StreamResponse:
+    content = producers.slow(request.match_info["token"])
+    return await stream(request, StreamResponse(content))
+
+
 async def endpoint(request: web.Request) -> web.StreamResponse:
     name = request.match_info["name"]
     return await stream(request, StreamResponse(PRODUCERS[name]()))
@@ -40,6 +45,7 @@ def make_app() -> web.Application:
     """The aiohttp application with the matrix's endpoints under ``/aiohttp/``."""
     app = web.Application()
     app.router.add_get("/aiohttp/endless/{token}", endless)
+    app.router.add_get("/aiohttp/slow/{token}", slow)
     app.router.add_get("/aiohttp/{name}", endpoint)
     app.router.add_get("/_state/{token}", state)
     return app

@@ -149,8 +149,9 @@ def render(
         + (", ".join(offered) or "none")
         + "; not on: "
         + (", ".join(refused) or "none")
-        + " (those servers do not offer ASGI's `http.response.trailers`, or, on granian "
-        "before the engine fix, the plain-ASGI endpoint crashes). aiohttp: not offered.",
+        + " (those servers do not offer ASGI's `http.response.trailers` extension; "
+        "sluicegate then sends no trailer and keeps the digest for the ledger). aiohttp: "
+        "not offered.",
     ]
     lines += STATIC_NOTES
     caught = {k: v for k, v in seen.items() if v}

@@ -71,6 +71,20 @@ async def endless(token: str) -> AsyncIterator[bytes]:
         record["closed_at"] = time.time()
 
 
+async def slow(token: str) -> AsyncIterator[bytes]:
+    """One small chunk, then a long wait between chunks: the client leaves while the
+    producer waits, so only a watch on the connection can notice."""
+    record = TRACK[token] = {"made": 0, "made_at": None, "closed_at": None}
+    try:
+        while True:
+            record["made"] += 1
+            record["made_at"] = time.time()
+            yield b"s" * 1024
+            await asyncio.sleep(30)
+    finally:
+        record["closed_at"] = time.time()
+
+
 async def failing() -> AsyncIterator[bytes]:
     """Fails after the head and two chunks."""
     for i in range(3):

@@ -6,14 +6,20 @@ Some layers around a response undo what sluicegate does, and nothing fails loudl
   relays the body through a memory stream: a failure after the head becomes a clean
   end (curl exits 0, the client keeps a truncated file as whole) and it holds a
   second chunk;
-* **a server that buffers the whole body**: hypercorn over HTTP/2 queues everything
-  ``send()`` is given, so memory grows with the body, not with one chunk.
+* **Django's stock ASGI handler** sends a sluicegate response without the byte
+  budget (:mod:`sluicegate.adapters.django` reports that one itself).
+
+No server is on the list: hypercorn over HTTP/2 was reported to buffer whole bodies,
+but with sluicegate's messages (at most 64 KiB) it was measured to hold one chunk,
+like the others (``docs/compatibility.md``). A server caveat would be found from the
+scope (``http_version``) and the server's own ``send`` at the end of the chain.
 
 :func:`check` looks at one request's scope and ``send`` (it walks the chain of
 ``send`` wrappers through their closures; no framework is imported), logs one
 warning per caveat per process, and counts the streams each caveat was seen on;
 :func:`snapshot` gives the counts to the doctor's probe, which reports them as the
-``stack-caveats`` finding (``docs/diagnoses/stack-caveats.md``).
+``stack-caveats`` finding (``docs/diagnoses/stack-caveats.md``). The framework
+adapters call it; a plain :class:`~sluicegate.StreamResponse` does not (yet).
 
     >>> async def send(message): ...
     >>> found(scope={"type": "http", "http_version": "1.1"}, send=send)
@@ -49,15 +55,8 @@ BASE_HTTP_MIDDLEWARE = Caveat(
     "a second chunk. Write that middleware as a pure ASGI middleware instead "
     "(see docs/diagnoses/stack-caveats.md).",
 )
-BUFFERING_SERVER = Caveat(
-    "buffering-server",
-    "sluicegate is running on hypercorn over HTTP/2, which buffers the whole response "
-    "body: memory grows with the body, not with one chunk. Serve HTTP/2 with granian, "
-    "or HTTP/1.1 with hypercorn (see docs/diagnoses/stack-caveats.md).",
-)
-
 #: Every caveat :func:`found` can report.
-CAVEATS = (BASE_HTTP_MIDDLEWARE, BUFFERING_SERVER)
+CAVEATS = (BASE_HTTP_MIDDLEWARE,)
 
 # How many wrappers deep to look for the server's own send: Starlette and FastAPI add
 # three or four; more than this is not worth the time on every request.
@@ -74,8 +73,6 @@ def found(scope: dict[str, Any], send: Callable[..., Any]) -> list[Caveat]:
     caveats = []
     if any(m == "starlette.middleware.base" for m in modules):
         caveats.append(BASE_HTTP_MIDDLEWARE)
-    if scope.get("http_version") == "2" and any(m.startswith("hypercorn.") for m in modules):
-        caveats.append(BUFFERING_SERVER)
     return caveats
 
 

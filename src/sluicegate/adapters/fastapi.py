@@ -34,7 +34,10 @@ from __future__ import annotations
 
 import functools
 import inspect
+from collections.abc import Mapping
 from typing import Any
+
+from starlette.background import BackgroundTask
 
 from sluicegate.adapters import caveats
 from sluicegate.engine.response import StreamResponse as _StreamResponse
@@ -49,8 +52,18 @@ _WRAPPED_ARG = "async_gen"
 class StreamResponse(_StreamResponse):
     """:class:`sluicegate.StreamResponse` for FastAPI: unwraps generator endpoints."""
 
-    def __init__(self, content: Any, *args: Any, **kwargs: Any) -> None:
-        super().__init__(_unwrap(content), *args, **kwargs)
+    # The parameters FastAPI reads by name: its OpenAPI takes the default status from
+    # this signature, and it passes status_code/headers/background to generator routes.
+    def __init__(
+        self,
+        content: Any,
+        status_code: int = 200,
+        headers: Mapping[str, str] | None = None,
+        media_type: str | None = None,
+        background: BackgroundTask | None = None,
+        **options: Any,
+    ) -> None:
+        super().__init__(_unwrap(content), status_code, headers, media_type, background, **options)
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
         """Check the stack once, then stream."""

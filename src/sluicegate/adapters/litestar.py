@@ -13,10 +13,10 @@ decorator what it needs to document the stream::
     async def export() -> StreamResponse:
         return StreamResponse(rows(), media_type="text/csv")
 
-The 200 entry then carries the media type, a string schema (``format: binary`` for
-non-text types) and the description; the failures sluicegate itself answers before
-the first byte (``500`` when the producer fails, ``503`` when a budget refuses the
-stream) are documented as ``application/problem+json``.
+The 200 entry then carries the media type, a string schema and the description; the
+failures sluicegate itself answers before the first byte (``500`` when the producer
+fails, ``503`` when a budget refuses the stream) are documented as
+``application/problem+json``.
 """
 
 from __future__ import annotations
@@ -27,17 +27,14 @@ from litestar.openapi.datastructures import ResponseSpec
 
 __all__ = ["streamed"]
 
-_TEXTUAL = ("text/", "application/json", "application/x-ndjson", "application/jsonl")
-
 
 def streamed(media_type: str, description: str = "The body, streamed") -> dict[str, Any]:
     """Keyword arguments for a Litestar route decorator whose handler streams ``media_type``."""
-    textual = media_type.startswith(_TEXTUAL) or media_type.endswith("+json")
     return {
         "media_type": media_type,
         "responses": {
             200: ResponseSpec(
-                data_container=str if textual else bytes,
+                data_container=str,
                 media_type=media_type,
                 description=description,
                 generate_examples=False,

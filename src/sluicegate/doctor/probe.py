@@ -402,6 +402,12 @@ class Probe:
         if metrics is not None:
             with contextlib.suppress(Exception):
                 fields["streams"] = metrics.snapshot()
+        caveats = sys.modules.get("sluicegate.adapters.caveats")
+        if caveats is not None and "streams" in fields:
+            # Stacks that break sluicegate's promises, counted per stream.
+            with contextlib.suppress(Exception):
+                counts = caveats.snapshot().items()
+                fields["streams"].update({f"caveat:{k}": v for k, v in counts})
         return fields
 
     def _tasks(self) -> int | None:
