@@ -13,6 +13,9 @@ Besides serving, it bounds what one slow reader can pin:
 * ``--max-streams``, ``--max-streams-per-client``, ``--max-buffered`` set ``.admission``
   (a :class:`~sluicegate.protect.budgets.Budgets`): over a budget a new stream gets a 503.
 
+``--http2`` serves HTTP/1.1 and HTTP/2 (h2c with prior knowledge; h2 by ALPN behind
+TLS) on the one port, with uvicorn's optional HTTP/2 support (``pip install zttp``).
+
 Every bad value is one ``Error: ...`` line and exit code 2.
 """
 
@@ -279,6 +282,11 @@ def _sndbuf(text: str) -> int | None:
     metavar="SIZE",
     help="Refuse new streams while sluicegate holds this many bytes (per process).",
 )
+@click.option(
+    "--http2",
+    is_flag=True,
+    help="Serve HTTP/2 (h2c) beside HTTP/1.1, with uvicorn's optional HTTP/2 (pip install zttp).",
+)
 def serve_command(
     host: str,
     port: int,
@@ -292,6 +300,7 @@ def serve_command(
     max_streams: int | None,
     max_streams_per_client: int | None,
     max_buffered: str | None,
+    http2: bool = False,
 ) -> None:
     """Serve an ASGI app on uvicorn (by default the examples: /hello, /download).
 
@@ -315,6 +324,7 @@ def serve_command(
         )
     except ConfigError as exc:
         fail(str(exc))
+    protocol = _http2_protocol() if http2 else "auto"
     try:
         app = load_app(app_spec)
     except click.BadParameter as exc:
@@ -331,7 +341,7 @@ def serve_command(
     # A guard cuts streams; the protocol makes the cut hang up on the client (see
     # guarded_http). What a complete response left queued gets the same patience as
     # a waiting send.
-    http: Any = "auto" if guard is None else guarded_http(guard.wait_limit)
+    http: Any = protocol if guard is None else guarded_http(guard.wait_limit, protocol)
     config = uvicorn.Config(app, host=host, port=port, log_level=log_level, http=http)
     effective = sock.getsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF)
     # uvicorn's logger: configured by Config above, so the line shows at --log-level info.
@@ -349,6 +359,20 @@ def serve_command(
         uvicorn.Server(config).run(sockets=[sock])
     finally:
         sock.close()
+
+
+#: uvicorn's protocol that speaks HTTP/1.1 and HTTP/2 on one port (needs ``zttp``).
+HTTP2_PROTOCOL = "uvicorn.protocols.http.auto_zttp_impl:AutoZttpProtocol"
+
+
+def _http2_protocol() -> str:
+    """uvicorn's HTTP/2 protocol, or a one-line error when it cannot be loaded."""
+    module = HTTP2_PROTOCOL.partition(":")[0]
+    try:
+        importlib.import_module(module)
+    except ImportError as exc:
+        fail(f"--http2 needs uvicorn's optional HTTP/2 support (pip install zttp): {exc}")
+    return HTTP2_PROTOCOL
 
 
 def _describe(budgets: object) -> str:
