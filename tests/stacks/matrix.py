@@ -27,7 +27,6 @@ import hashlib
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -40,6 +39,7 @@ from pathlib import Path
 import httpx
 import psutil
 
+from tests.servers import free_port, stop, wait_for_port
 from tests.stacks import producers
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -90,13 +90,6 @@ class Server:
         return f"http://127.0.0.1:{self.port}"
 
 
-def free_port() -> int:
-    """A TCP port nobody listens on right now."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def command(kind: str, port: int) -> list[str]:
     """The command line that serves the matrix app on ``kind``."""
     app = "tests.stacks.matrix_app:app"
@@ -128,28 +121,18 @@ def serving(kind: str) -> Iterator[Server]:
         command(kind, port),
         cwd=ROOT,
         env=env,
+        # Not a pipe: the failure checks make tracebacks, and a full pipe stalls a server.
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
         start_new_session=True,
     )
     try:
-        deadline = time.monotonic() + 60
-        while True:
-            with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 0.2):
-                break
-            if proc.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"{kind} did not start (exit {proc.poll()})")
-            time.sleep(0.1)
+        wait_for_port(proc, port, kind, timeout=60)
         h2 = SERVERS[kind][1]
         with httpx.Client(http1=not h2, http2=h2, timeout=10) as client:
             yield Server(kind, port, proc, h2, client)
     finally:
-        proc.terminate()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(5)
+        stop(proc)
 
 
 def curl(server: Server, path: str, *extra: str, out: str = os.devnull) -> list[str]:
@@ -280,14 +263,6 @@ HANGS: dict[tuple[str, str], str] = {
     ("uvicorn-h2c", "django"): "uvicorn's HTTP/2 (zttp 0.0.35) never sends http.request for "
     "a request without a body; Django waits for it before routing",
 }
-# Until the engine accepts any awaitable from send() (issue 14, item 1): granian's
-# send() returns one that is not a coroutine, and the frameworks that hand the
-# server's send() straight to the response crash after 64 KiB.
-_GRANIAN_BEFORE_ENGINE_FIX = "granian's send() is not a coroutine: engine fix pending (issue 14)"
-for _kind in ("granian-h1", "granian-h2c"):
-    for _fw in ("asgi", "quart", "django"):
-        for _check in CHECKS:
-            KNOWN[(_kind, _fw, _check)] = _GRANIAN_BEFORE_ENGINE_FIX
 
 
 def known(server: str, framework: str, check: str) -> str | None:
