@@ -193,7 +193,10 @@ async def test_quart_views_return_sluicegate_responses() -> None:
 
     @app.get("/tuple")
     async def with_status() -> Any:
-        return StreamResponse(iter([b"made"])), 201, {"X-Extra": "1"}
+        links = {"Link": "<a>; rel=a"}
+        response = StreamResponse(iter([b"made"]), headers=links)
+        response.raw_headers.append((b"link", b"<b>; rel=b"))
+        return response, 201, {"X-Extra": "1"}
 
     @app.after_request
     async def stamp(response: Any) -> Any:
@@ -209,6 +212,7 @@ async def test_quart_views_return_sluicegate_responses() -> None:
     assert created.status_code == 201
     assert created.content == b"made"
     assert created.headers["x-extra"] == "1"
+    assert created.headers.get_list("link") == ["<a>; rel=a", "<b>; rel=b"]
 
 
 async def test_quart_without_install_refuses_as_before() -> None:

@@ -34,6 +34,7 @@ from quart import Response as QuartResponse
 from quart.asgi import ASGIHTTPConnection
 from quart.utils import encode_headers
 from quart.wrappers.response import ResponseBody
+from werkzeug.datastructures import Headers
 
 from sluicegate.adapters import caveats
 from sluicegate.adapters._bridge import never_receive, raw_headers
@@ -59,11 +60,14 @@ class StreamingResponse(QuartResponse):
     def __init__(self, stream: StreamResponse) -> None:
         ours = dict(stream.raw_headers)
         content_type = ours.get(b"content-type", b"application/octet-stream")
-        headers = {
-            k.decode("latin-1"): v.decode("latin-1")
-            for k, v in stream.raw_headers
-            if k != b"content-type"
-        }
+        # A list keeps repeated names (Link, Set-Cookie) that a dict would merge.
+        headers = Headers(
+            [
+                (k.decode("latin-1"), v.decode("latin-1"))
+                for k, v in stream.raw_headers
+                if k != b"content-type"
+            ]
+        )
         super().__init__(
             _SentBySluicegate(),
             status=stream.status_code,
