@@ -244,6 +244,8 @@ class ProcessSettings:
     policies: dict[str, Any] = field(default_factory=dict)
     #: the ledger's URL (:func:`sluicegate.ledger.ledger_from_url`), or None
     ledger: str | None = None
+    #: the Redis URL of the example app's ``/events`` feed, or None (in memory)
+    broadcast: str | None = None
     #: serve HTTP/2 beside HTTP/1.1 (``--http2``)
     http2: bool = False
 
@@ -278,6 +280,17 @@ def setup_process(settings: ProcessSettings) -> Any:
         defaults.ledger = ledger
         defaults.ledger_path = LEDGER_PATH
         app = LedgerMount(app, ledger, LEDGER_PATH)
+    if settings.broadcast is not None:
+        from sluicegate.cli import examples
+
+        examples.use_broadcast(settings.broadcast)
+    # Open event streams get a final event and a retry hint when uvicorn shuts down,
+    # instead of holding the shutdown up (see sluicegate.events.lifecycle).
+    import uvicorn
+
+    from sluicegate.events.lifecycle import graceful_uvicorn
+
+    graceful_uvicorn(uvicorn.Server)
     return app
 
 
@@ -320,6 +333,13 @@ def _check_ledger(url: str) -> None:
         asyncio.run(probe())
     except (ConfigError, LedgerError, OSError) as exc:
         fail(f"--ledger: {exc}")
+
+
+def _check_broadcast(url: str, app_spec: str) -> None:
+    if app_spec != "sluicegate.cli.examples:app":
+        fail("--broadcast: it puts the example app's /events on Redis; --app apps choose their own")
+    if not url.startswith(("redis://", "rediss://", "unix://")):
+        fail(f"--broadcast: expected a redis://, rediss:// or unix:// URL, not {url!r}")
 
 
 def _supervise(config: Any, sock: socket.socket) -> None:
@@ -426,6 +446,12 @@ def _sndbuf(text: str) -> int | None:
     "per process: --max-streams 100 --workers 4 admits up to 400 streams.",
 )
 @click.option(
+    "--broadcast",
+    metavar="URL",
+    help="Put the example app's /events feed on Redis Streams (redis://host:port/db), "
+    "so that several serve processes (or --workers) share it.",
+)
+@click.option(
     "--http2",
     is_flag=True,
     help="Serve HTTP/2 (h2c) beside HTTP/1.1, with uvicorn's optional HTTP/2 (pip install zttp).",
@@ -445,9 +471,10 @@ def serve_command(
     max_buffered: str | None,
     ledger_url: str | None,
     workers: int,
+    broadcast: str | None,
     http2: bool,
 ) -> None:
-    """Serve an ASGI app on uvicorn (by default the examples: /hello, /download).
+    """Serve an ASGI app on uvicorn (by default the examples: /hello, /download, /events).
 
     \b
     Slow-reader defences (off unless given, except --sndbuf):
@@ -476,13 +503,17 @@ def serve_command(
         fail(str(exc))
     if http2:
         _http2_protocol()  # fails now, in one line, if uvicorn cannot speak HTTP/2 here
-    settings = ProcessSettings(app=app_spec, policies=options, ledger=ledger_url, http2=http2)
+    settings = ProcessSettings(
+        app=app_spec, policies=options, ledger=ledger_url, broadcast=broadcast, http2=http2
+    )
     try:
         load_app(app_spec)
     except click.BadParameter as exc:
         fail(f"--app: {exc.message}")
     if ledger_url is not None:
         _check_ledger(ledger_url)
+    if broadcast is not None:
+        _check_broadcast(broadcast, app_spec)
     try:
         sock = bind_socket(host, port, sndbuf=sndbuf_bytes)
     except OSError as exc:

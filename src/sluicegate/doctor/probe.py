@@ -402,12 +402,18 @@ class Probe:
         if metrics is not None:
             with contextlib.suppress(Exception):
                 fields["streams"] = metrics.snapshot()
+        events = sys.modules.get("sluicegate.events.metrics")
+        if events is not None:
+            # Subscribers and what the slow-subscriber policies did, beside the streams.
+            with contextlib.suppress(Exception):
+                streams = fields.setdefault("streams", {})
+                streams.update({f"events_{k}": v for k, v in events.snapshot().items()})
         caveats = sys.modules.get("sluicegate.adapters.caveats")
-        if caveats is not None and "streams" in fields:
+        if caveats is not None:
             # Stacks that break sluicegate's promises, counted per stream.
             with contextlib.suppress(Exception):
-                counts = caveats.snapshot().items()
-                fields["streams"].update({f"caveat:{k}": v for k, v in counts})
+                streams = fields.setdefault("streams", {})
+                streams.update({f"caveat:{k}": v for k, v in caveats.snapshot().items()})
         return fields
 
     def _tasks(self) -> int | None:
