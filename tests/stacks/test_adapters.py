@@ -226,3 +226,26 @@ async def test_quart_without_install_refuses_as_before() -> None:
 
     async with client(app) as http:
         assert (await http.get("/")).status_code == 500
+
+
+async def test_quart_response_timeout_does_not_cut_a_long_stream() -> None:
+    import asyncio
+
+    from quart import Quart
+
+    from sluicegate.adapters.quart import install
+
+    app = install(Quart(__name__))
+    app.config["RESPONSE_TIMEOUT"] = 0.1  # Quart would end the body after 0.1 s
+
+    async def slow() -> AsyncIterator[bytes]:
+        for i in range(4):
+            await asyncio.sleep(0.1)
+            yield bytes([48 + i])
+
+    @app.get("/slow")
+    async def view() -> Any:
+        return StreamResponse(slow())
+
+    async with client(app) as http:
+        assert (await http.get("/slow")).content == b"0123"
