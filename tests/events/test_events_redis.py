@@ -12,6 +12,7 @@ from sse_support import parse
 from sluicegate.engine.channel import Channel
 from sluicegate.events import Broadcast, EventStream, FeedOptions
 from sluicegate.events.errors import BackendUnavailable
+from sluicegate.events.framing import encode_body, with_id
 from sluicegate.events.redis import RedisBackend
 from tests.asgi import Exchange, call
 from tests.redis_server import RedisServer
@@ -33,8 +34,11 @@ async def test_an_event_published_on_one_worker_reaches_subscribers_on_another(
         await a.subscribe("t", on_a)
         await b.subscribe("t", on_b)
         ids = [await a.publish("t", {"i": i}) for i in range(50)]
+        # Wait for every byte of the 50 events, not for "enough" of them: both readers
+        # may be one event short at the same moment.
+        whole = sum(len(with_id(id_, encode_body({"i": i}))) for i, id_ in enumerate(ids))
         for _ in range(250):  # up to 5 s for both readers
-            if on_a.buffered >= 50 * 20 and on_b.buffered == on_a.buffered:
+            if on_a.buffered >= whole and on_b.buffered >= whole:
                 break
             await asyncio.sleep(0.02)
         for channel in (on_a, on_b):
