@@ -39,7 +39,7 @@ from sluicegate.demo.plan import ARTICLE, Case
 from sluicegate.demo.runner import Recv
 from sluicegate.doctor.analysis import analyze
 from sluicegate.doctor.report import render_html
-from sluicegate.doctor.samples import Trace
+from sluicegate.doctor.samples import Sample, Trace
 
 __all__ = [
     "RunSummary",
@@ -139,7 +139,11 @@ def pause_gap(times: Sequence[float]) -> float | None:
 def summarize(
     case: Case, trace: Trace, load: dict[str, Any], problem: str | None = None
 ) -> RunSummary:
-    """The figures of one run (see the module docstring for how they are read)."""
+    """The figures of one run (see the module docstring for how they are read).
+
+    In phases: the case's own figures, the server's memory and send queue from the
+    trace, then what the client and the server reported.
+    """
     s = RunSummary(
         key=case.key,
         scenario=case.scenario,
@@ -154,19 +158,37 @@ def summarize(
         problem=problem,
         article=None if case.pause_for else ARTICLE.get((case.scenario, case.rate_mib)),
     )
+    samples = _server_samples(trace)
+    start_event = trace.event("load-start")
+    load_start = start_event.t if start_event else (samples[0].t if samples else 0.0)
+    _read_memory(s, samples, load_start)
+    _read_client(s, load.get("fetch") or {})
+    _read_server(s, load.get("server") or {}, case)
+    return s
+
+
+def _server_samples(trace: Trace) -> list[Sample]:
+    """The server's samples: its recorded pid's, else the most sampled process's."""
     by_pid = trace.by_pid()
     pid = trace.server_pid if trace.server_pid in by_pid else None
     if pid is None and by_pid:
         pid = max(by_pid, key=lambda p: len(by_pid[p]))
-    samples = by_pid.get(pid, []) if pid is not None else []
-    start_event = trace.event("load-start")
-    load_start = start_event.t if start_event else (samples[0].t if samples else 0.0)
+    return by_pid.get(pid, []) if pid is not None else []
+
+
+def _read_memory(s: RunSummary, samples: list[Sample], load_start: float) -> None:
+    """Idle RSS (just before the load), the peak above it, and the two curves."""
     before = [x.rss for x in samples if x.rss and load_start - 0.5 <= x.t < load_start]
     if not before:
         before = [x.rss for x in samples[:5] if x.rss]
     if before:
         s.idle_rss = int(statistics.median(before))
     during = [x for x in samples if x.t >= load_start]
+    _read_rss(s, during, load_start)
+    _read_send_queue(s, during, load_start)
+
+
+def _read_rss(s: RunSummary, during: list[Sample], load_start: float) -> None:
     rss = [(x.t - load_start, x.rss) for x in during if x.rss]
     if rss:
         s.peak_rss = max(r for _, r in rss)
@@ -174,28 +196,37 @@ def summarize(
         curve = _decimate([(t, (r - s.idle_rss) / MiB) for t, r in rss])
         s.curve_t = [round(t, 3) for t, _ in curve]
         s.curve_rss = [round(v, 2) for _, v in curve]
+
+
+def _read_send_queue(s: RunSummary, during: list[Sample], load_start: float) -> None:
     sq = [(x.t - load_start, x.send_queue) for x in during if x.send_queue is not None]
     if sq:
         s.send_queue_peak = max(q for _, q in sq)
         curve = _decimate([(t, q / MiB) for t, q in sq])
         s.curve_sq_t = [round(t, 3) for t, _ in curve]
         s.curve_sq = [round(v, 3) for _, v in curve]
-    fetched = load.get("fetch") or {}
+
+
+def _read_client(s: RunSummary, fetched: dict[str, Any]) -> None:
+    """What the client reported about its download."""
     s.bytes = int(fetched.get("bytes") or 0)
     s.duration = fetched.get("duration")
     s.ttfb = fetched.get("ttfb")
     s.complete = bool(fetched.get("complete"))
     s.stopped_by_window = bool(fetched.get("stopped_by_window"))
     s.error = fetched.get("error")
-    server = load.get("server") or {}
-    if server:
-        s.produced = int(server.get("produced") or 0)
-        s.dropped = int(server.get("dropped") or 0)
-        s.backlog_peak = int(server.get("backlog_peak") or 0)
-        s.server_stopped = server.get("stopped")
-        if case.pause_for:
-            s.pause_gap = pause_gap(server.get("times") or [])
-    return s
+
+
+def _read_server(s: RunSummary, server: dict[str, Any], case: Case) -> None:
+    """What the demo server recorded about the stream, if it did."""
+    if not server:
+        return
+    s.produced = int(server.get("produced") or 0)
+    s.dropped = int(server.get("dropped") or 0)
+    s.backlog_peak = int(server.get("backlog_peak") or 0)
+    s.server_stopped = server.get("stopped")
+    if case.pause_for:
+        s.pause_gap = pause_gap(server.get("times") or [])
 
 
 def result_text(s: RunSummary) -> str:
