@@ -475,6 +475,34 @@ class _Options:
     headers: list[tuple[str, str]]
     on_progress: Callable[[FetchCounters], None] | None
 
+    def __post_init__(self) -> None:
+        """Check the options as :func:`fetch` got them, then fill in the socket defaults."""
+        self._check()
+        paced = self.rate is not None or bool(self.schedule.events)
+        if self.rcvbuf is None:
+            self.rcvbuf = default_rcvbuf(self.rate)
+            if self.rcvbuf is None and self.schedule.events:
+                self.rcvbuf = PAUSE_RCVBUF
+        if self.mss is None and paced:
+            self.mss = PACED_MSS
+        elif self.mss == 0:
+            self.mss = None
+
+    def _check(self) -> None:
+        rate, rcvbuf, mss = self.rate, self.rcvbuf, self.mss
+        if rate is not None and (rate <= 0 or not math.isfinite(rate)):
+            raise ConfigError(f"bad rate {rate!r}: must be a finite number of bytes per second > 0")
+        if rcvbuf is not None and rcvbuf <= 0:
+            raise ConfigError(f"bad rcvbuf {rcvbuf}: must be more than 0 bytes")
+        if not self.timeout > 0:
+            raise ConfigError(f"bad timeout {self.timeout}: must be more than 0 s")
+        if self.output is not None:
+            _check_output(self.output)
+        elif self.resume:
+            raise ConfigError("resume needs an output file")
+        if mss is not None and mss != 0 and not 88 <= mss <= 65535:
+            raise ConfigError(f"bad mss {mss}: must be from 88 to 65535 bytes (0 = kernel default)")
+
 
 class _Body:
     """Where body bytes go: the part file (maybe) and the hashes (with verify)."""
@@ -865,35 +893,12 @@ async def fetch(
     """
     parts = parse_url(url)
     rate = parse_rate(limit_rate) if isinstance(limit_rate, str) else limit_rate
-    if rate is not None and (rate <= 0 or not math.isfinite(rate)):
-        raise ConfigError(f"bad rate {rate!r}: must be a finite number of bytes per second > 0")
-    plan = _build_schedule(schedule, pause_after, pause_for)
-    if rcvbuf is not None and rcvbuf <= 0:
-        raise ConfigError(f"bad rcvbuf {rcvbuf}: must be more than 0 bytes")
-    if not timeout > 0:
-        raise ConfigError(f"bad timeout {timeout}: must be more than 0 s")
-    out = Path(output) if output is not None else None
-    if out is not None:
-        _check_output(out)
-    elif resume:
-        raise ConfigError("resume needs an output file")
-    if mss is not None and mss != 0 and not 88 <= mss <= 65535:
-        raise ConfigError(f"bad mss {mss}: must be from 88 to 65535 bytes (0 = kernel default)")
-    if rcvbuf is None:
-        rcvbuf = default_rcvbuf(rate)
-        if rcvbuf is None and plan.events:
-            rcvbuf = PAUSE_RCVBUF
-    paced = rate is not None or bool(plan.events)
-    if mss is None and paced:
-        mss = PACED_MSS
-    elif mss == 0:
-        mss = None
     options = _Options(
         url=url.strip(),
         parts=parts,
-        output=out,
+        output=Path(output) if output is not None else None,
         rate=rate,
-        schedule=plan,
+        schedule=_build_schedule(schedule, pause_after, pause_for),
         resume=resume,
         verify=verify,
         rcvbuf=rcvbuf,
