@@ -524,7 +524,8 @@ def _check_send_queues(samples: list[Sample], th: Thresholds) -> Finding | None:
         ),
         recommendation=(
             "Bound what each slow client may pin: a stall timeout and minimum rate "
-            "(sluicegate Guard), a smaller SO_SNDBUF or net.ipv4.tcp_wmem, and a cap on "
+            "(sluicegate Guard), TCP_NOTSENT_LOWAT (or a smaller SO_SNDBUF or "
+            "net.ipv4.tcp_wmem), and a cap on "
             "concurrent streams."
         ),
         evidence={
