@@ -405,6 +405,37 @@ class _Connection:
                 return event
             await self._read_once()
 
+    async def _recv(self, want: int, within: float) -> bytes | None:
+        """Up to ``want`` bytes, or None if none came ``within`` seconds.
+
+        A ``sock_recv`` cancelled by a timeout can lose what it had just read (its
+        future already held the bytes when the cancellation landed): 64 KiB went
+        missing that way at the start of a pause. So wait for the socket to be
+        readable, which a timeout can cancel harmlessly, and only then read.
+        """
+        assert self.sock is not None
+        sock = self.sock
+        try:
+            ready = self.loop.create_future()
+            self.loop.add_reader(sock.fileno(), _set_ready, ready)
+        except NotImplementedError:  # a loop without add_reader (Windows' proactor)
+            try:
+                async with asyncio.timeout(within):
+                    return await self.loop.sock_recv(sock, want)
+            except TimeoutError:
+                return None
+        try:
+            async with asyncio.timeout(within):
+                await ready
+        except TimeoutError:
+            return None
+        finally:
+            self.loop.remove_reader(sock.fileno())
+        try:
+            return sock.recv(want)
+        except (BlockingIOError, InterruptedError):
+            return None
+
     async def _read_once(self) -> None:
         assert self.sock is not None
         counters = self.counters
@@ -436,10 +467,8 @@ class _Connection:
             budget = self.timeout - (now - waiting_since)
             if budget <= 0:
                 raise _StallTimeout(f"no data for {self.timeout:g} s")
-            try:
-                async with asyncio.timeout(min(budget, self._next_event_in(now))):
-                    data = await self.loop.sock_recv(self.sock, want)
-            except TimeoutError:
+            data = await self._recv(want, min(budget, self._next_event_in(now)))
+            if data is None:
                 continue
             end = time.monotonic()
             self.bucket.consume(len(data), end)
@@ -453,6 +482,11 @@ class _Connection:
                 # unpaced reader on a fast link would never let other tasks run.
                 await asyncio.sleep(0)
             return
+
+
+def _set_ready(ready: asyncio.Future[None]) -> None:
+    if not ready.done():
+        ready.set_result(None)
 
 
 @dataclass(slots=True)
