@@ -268,6 +268,8 @@ class ProcessSettings:
     policies: dict[str, Any] = field(default_factory=dict)
     #: the ledger's URL (:func:`sluicegate.ledger.ledger_from_url`), or None
     ledger: str | None = None
+    #: the Redis URL of the example app's ``/events`` feed, or None (in memory)
+    broadcast: str | None = None
 
     def to_json(self) -> str:
         """The settings as one JSON string."""
@@ -300,6 +302,17 @@ def setup_process(settings: ProcessSettings) -> Any:
         defaults.ledger = ledger
         defaults.ledger_path = LEDGER_PATH
         app = LedgerMount(app, ledger, LEDGER_PATH)
+    if settings.broadcast is not None:
+        from sluicegate.cli import examples
+
+        examples.use_broadcast(settings.broadcast)
+    # Open event streams get a final event and a retry hint when uvicorn shuts down,
+    # instead of holding the shutdown up (see sluicegate.events.lifecycle).
+    import uvicorn
+
+    from sluicegate.events.lifecycle import graceful_uvicorn
+
+    graceful_uvicorn(uvicorn.Server)
     return app
 
 
@@ -341,6 +354,13 @@ def _check_ledger(url: str) -> None:
         asyncio.run(probe())
     except (ConfigError, LedgerError, OSError) as exc:
         fail(f"--ledger: {exc}")
+
+
+def _check_broadcast(url: str, app_spec: str) -> None:
+    if app_spec != "sluicegate.cli.examples:app":
+        fail("--broadcast: it puts the example app's /events on Redis; --app apps choose their own")
+    if not url.startswith(("redis://", "rediss://", "unix://")):
+        fail(f"--broadcast: expected a redis://, rediss:// or unix:// URL, not {url!r}")
 
 
 def _supervise(config: Any, sock: socket.socket) -> None:
@@ -471,6 +491,12 @@ def _stall_timeout(text: str) -> float | None:
     help="Worker processes on the one socket. Budgets, guard and ledger connection are "
     "per process: --max-streams 100 --workers 4 admits up to 400 streams.",
 )
+@click.option(
+    "--broadcast",
+    metavar="URL",
+    help="Put the example app's /events feed on Redis Streams (redis://host:port/db), "
+    "so that several serve processes (or --workers) share it.",
+)
 def serve_command(
     host: str,
     port: int,
@@ -487,8 +513,9 @@ def serve_command(
     max_buffered: str | None,
     ledger_url: str | None,
     workers: int,
+    broadcast: str | None,
 ) -> None:
-    """Serve an ASGI app on uvicorn (by default the examples: /hello, /download).
+    """Serve an ASGI app on uvicorn (by default the examples: /hello, /download, /events).
 
     \b
     Slow-reader defences (off unless given, except --notsent-lowat and
@@ -517,13 +544,17 @@ def serve_command(
         guard, budgets = policies(**options)
     except ConfigError as exc:
         fail(str(exc))
-    settings = ProcessSettings(app=app_spec, policies=options, ledger=ledger_url)
+    settings = ProcessSettings(
+        app=app_spec, policies=options, ledger=ledger_url, broadcast=broadcast
+    )
     try:
         load_app(app_spec)
     except click.BadParameter as exc:
         fail(f"--app: {exc.message}")
     if ledger_url is not None:
         _check_ledger(ledger_url)
+    if broadcast is not None:
+        _check_broadcast(broadcast, app_spec)
     try:
         sock = bind_socket(host, port, sndbuf=sndbuf_bytes, notsent_lowat=lowat_bytes)
     except OSError as exc:
