@@ -25,6 +25,10 @@ itself (:class:`ProcessSettings`, handed over in the environment): budgets, guar
 ledger connection are **per process**, so ``--max-streams 100 --workers 4`` admits up
 to 400 streams at once.
 
+``--http2`` serves HTTP/1.1 and HTTP/2 (h2c with prior knowledge; h2 by ALPN behind
+TLS) on the one port, with uvicorn's optional HTTP/2 support
+(``pip install 'sluicegate[http2]'``).
+
 Every bad value is one ``Error: ...`` line and exit code 2.
 """
 
@@ -270,6 +274,8 @@ class ProcessSettings:
     ledger: str | None = None
     #: the Redis URL of the example app's ``/events`` feed, or None (in memory)
     broadcast: str | None = None
+    #: serve HTTP/2 beside HTTP/1.1 (``--http2``)
+    http2: bool = False
 
     def to_json(self) -> str:
         """The settings as one JSON string."""
@@ -333,9 +339,10 @@ def worker_http(**kwargs: Any) -> asyncio.Protocol:
     """
     global _worker_protocol
     if _worker_protocol is None:
-        guard, _ = policies(**ProcessSettings.from_json(os.environ[WORKER_SETTINGS]).policies)
+        settings = ProcessSettings.from_json(os.environ[WORKER_SETTINGS])
+        guard, _ = policies(**settings.policies)
         assert guard is not None, "worker_http is used only with a guard"
-        _worker_protocol = guarded_http(guard.wait_limit)
+        _worker_protocol = guarded_http(guard.wait_limit, _protocol(settings))
     protocol: asyncio.Protocol = _worker_protocol(**kwargs)
     return protocol
 
@@ -497,6 +504,11 @@ def _stall_timeout(text: str) -> float | None:
     help="Put the example app's /events feed on Redis Streams (redis://host:port/db), "
     "so that several serve processes (or --workers) share it.",
 )
+@click.option(
+    "--http2",
+    is_flag=True,
+    help="Serve HTTP/2 (h2c) beside HTTP/1.1, (pip install 'sluicegate[http2]').",
+)
 def serve_command(
     host: str,
     port: int,
@@ -514,6 +526,7 @@ def serve_command(
     ledger_url: str | None,
     workers: int,
     broadcast: str | None,
+    http2: bool,
 ) -> None:
     """Serve an ASGI app on uvicorn (by default the examples: /hello, /download, /events).
 
@@ -544,8 +557,10 @@ def serve_command(
         guard, budgets = policies(**options)
     except ConfigError as exc:
         fail(str(exc))
+    if http2:
+        _http2_protocol()  # fails now, in one line, if uvicorn cannot speak HTTP/2 here
     settings = ProcessSettings(
-        app=app_spec, policies=options, ledger=ledger_url, broadcast=broadcast
+        app=app_spec, policies=options, ledger=ledger_url, broadcast=broadcast, http2=http2
     )
     try:
         load_app(app_spec)
@@ -585,6 +600,28 @@ def serve_command(
         sock.close()
 
 
+#: uvicorn's protocol that speaks HTTP/1.1 and HTTP/2 on one port (needs ``zttp``).
+HTTP2_PROTOCOL = "uvicorn.protocols.http.auto_zttp_impl:AutoZttpProtocol"
+
+
+def _protocol(settings: ProcessSettings) -> str:
+    """uvicorn's HTTP protocol for these settings."""
+    return HTTP2_PROTOCOL if settings.http2 else "auto"
+
+
+def _http2_protocol() -> str:
+    """uvicorn's HTTP/2 protocol, or a one-line error when it cannot be loaded."""
+    module = HTTP2_PROTOCOL.partition(":")[0]
+    try:
+        importlib.import_module(module)
+    except ImportError as exc:
+        fail(
+            "--http2 needs uvicorn's optional HTTP/2 support "
+            f"(pip install 'sluicegate[http2]'): {exc}"
+        )
+    return HTTP2_PROTOCOL
+
+
 def _config(settings: ProcessSettings, workers: int, **options: Any) -> Any:
     """uvicorn's Config: this process set up and serving, or ``workers`` processes to be.
 
@@ -598,13 +635,14 @@ def _config(settings: ProcessSettings, workers: int, **options: Any) -> Any:
     if workers > 1:
         # Each worker is a new process: it sets itself up from the environment.
         os.environ[WORKER_SETTINGS] = settings.to_json()
-        http = "auto" if guard is None else f"{__name__}:worker_http"
+        http = _protocol(settings) if guard is None else f"{__name__}:worker_http"
         return uvicorn.Config(
             f"{__name__}:worker_app", factory=True, workers=workers, http=http, **options
         )
     # Only now, with nothing left to fail: the defaults are process-wide.
     app = setup_process(settings)
-    http_class: Any = "auto" if guard is None else guarded_http(guard.wait_limit)
+    protocol = _protocol(settings)
+    http_class: Any = protocol if guard is None else guarded_http(guard.wait_limit, protocol)
     return uvicorn.Config(app, http=http_class, **options)
 
 
