@@ -15,7 +15,7 @@ from pathlib import Path
 
 import psutil
 
-from benchmarks import engine
+from benchmarks import bench_cpu, engine
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -36,18 +36,6 @@ def machine() -> str:
         f"{platform.system()} {platform.release()}, Python {platform.python_version()}, "
         f"uvicorn {uvicorn.__version__} (httptools, uvloop)"
     )
-
-
-def table(res: engine.Result, baseline: str, fmt: str = "{:,.2f}") -> list[str]:
-    lines = [f"### {res.name}", "", f"| variant | {res.unit} (median) | runs | vs {baseline} |"]
-    lines.append("|---|---:|---|---:|")
-    base = res.values[baseline]
-    for name, value in res.values.items():
-        runs = ", ".join(fmt.format(r) for r in res.runs[name])
-        ratio = value / base if base else float("nan")
-        lines.append(f"| {name} | {fmt.format(value)} | {runs} | {ratio:.2f}x |")
-    lines += [""] + [f"{note}" for note in res.notes] + [""]
-    return lines
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -77,19 +65,27 @@ def main(argv: list[str] | None = None) -> int:
     ]
     steps = [
         # Loopback throughput swings ±15 % run to run here: more runs, cheap ones.
-        ("throughput", lambda: table(engine.throughput(max(repeat, 7), total), "bare")),
+        ("throughput", lambda: engine.table(engine.throughput(max(repeat, 7), total), "bare")),
         (
             "async rows",
-            lambda: table(engine.rows(repeat, rows, rows, "async-rows"), "starlette", "{:,.0f}"),
+            lambda: engine.table(
+                engine.rows(repeat, rows, rows, "async-rows"), "starlette", "{:,.0f}"
+            ),
         ),
         (
             "sync rows",
-            lambda: table(
+            lambda: engine.table(
                 engine.rows(repeat, rows, rows // 20, "sync-rows"), "starlette", "{:,.0f}"
             ),
         ),
-        ("memory", lambda: table(engine.memory(repeat, chunks), "sluice", "{:,.1f}")),
-        ("probe", lambda: table(engine.probe_overhead(repeat), "without probe")),
+        ("memory", lambda: engine.table(engine.memory(repeat, chunks), "sluice", "{:,.1f}")),
+        ("probe", lambda: engine.table(engine.probe_overhead(repeat), "without probe")),
+        (
+            "cpu per GB",
+            lambda: bench_cpu.section(
+                max(10, repeat) if not args.quick else 2, total // 2 if not args.quick else total
+            ),
+        ),
     ]
     for name, step in steps:
         print(f"benchmark: {name} ...", file=sys.stderr, flush=True)

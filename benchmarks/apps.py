@@ -6,7 +6,8 @@
 
 Query parameters: ``kind`` (``bytes`` chunks of ``chunk`` bytes, ``async-rows`` or
 ``sync-rows`` of about 50 bytes), ``count`` (how many), ``rate`` (producer bytes/s,
-0 for as fast as possible).
+0 for as fast as possible); for ``/sluice`` also ``hwm`` (its high-water mark, 64 KiB
+unless given) and ``msg`` (its ``max_message``, sluicegate's default unless given).
 """
 
 from __future__ import annotations
@@ -88,7 +89,10 @@ async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
         await StreamingResponse(content)(scope, receive, send)
     elif path == "/sluice":
         hwm = int(p.get("hwm", str(64 * 1024)))
-        await StreamResponse(content, high_water_mark=hwm)(scope, receive, send)
+        # max_message only when asked for: left unset, sluicegate picks its own
+        # message sizes (which may grow while the client keeps up).
+        extra = {"max_message": int(p["msg"])} if "msg" in p else {}
+        await StreamResponse(content, high_water_mark=hwm, **extra)(scope, receive, send)
     elif path == "/idle":
         await send({"type": "http.response.start", "status": 204, "headers": []})
         await send({"type": "http.response.body", "body": b""})

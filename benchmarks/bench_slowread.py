@@ -1,19 +1,26 @@
 """A slow-read attack (``slowhttptest -X``) against sluicegate's defences, side by side.
 
 Run ``python benchmarks/bench_slowread.py`` (``--help`` for options; 127.0.0.1 only,
-about 2 minutes). For each server:
+about 4 minutes). The servers, all serving the example app's ``/download`` (a
+:class:`~sluicegate.StreamResponse`):
 
-* **guarded**: ``sluicegate serve --sndbuf 64K --stall-timeout 10s --min-rate 16K``
-  (the example app's ``/download``: a :class:`~sluicegate.StreamResponse`);
-* **plain**: the same app on plain ``uvicorn`` (``python -m uvicorn``): the same
-  response, with no guard and the kernel's autotuned send buffers,
+* **guarded**: ``sluicegate serve --stall-timeout 10s --min-rate 16K`` with serve's
+  socket defaults (``TCP_NOTSENT_LOWAT`` 32K, autotuned ``SO_SNDBUF``);
+* **sndbuf 64K**: the same with ``--sndbuf 64K --notsent-lowat off`` (the fixed send
+  buffer this benchmark used before ``TCP_NOTSENT_LOWAT``);
+* **autotuned**: the same with ``--sndbuf auto --notsent-lowat off``: the kernel's
+  buffers, the reference for a single download's speed;
+* **plain**: the same app on plain ``uvicorn`` (``python -m uvicorn``): no guard, the
+  kernel's buffers.
 
-it first times a normal download alone, then runs ``slowhttptest -X`` (200
-connections reading 32 bytes every 5 s through a 512–1024 byte window, for 30 s) at
-``/download?size=50M`` while normal downloads run back to back, and samples every
-0.5 s: the server's RSS (psutil), the kernel's TCP memory (``/proc/net/sockstat``
-``TCP mem`` pages × page size: the whole machine, both ends of loopback) and the
-server's established connections. It prints a Markdown section for BENCHMARKS.md.
+First it times normal downloads alone, interleaved across all the servers (so that
+a busy spell on this shared machine hits them alike). Then, server by server, it
+runs ``slowhttptest -X`` (200 connections reading 32 bytes every 5 s through a
+512–1024 byte window, for 30 s) at ``/download?size=50M`` while normal downloads run
+back to back, and samples every 0.5 s: the server's RSS (psutil), the kernel's TCP
+memory (``/proc/net/sockstat`` ``TCP mem`` pages × page size: the whole machine, both
+ends of loopback) and the server's established connections. It prints a Markdown
+section for BENCHMARKS.md.
 """
 
 from __future__ import annotations
@@ -22,6 +29,7 @@ import argparse
 import contextlib
 import csv
 import os
+import re
 import shutil
 import socket
 import statistics
@@ -42,7 +50,14 @@ MiB = 2**20
 
 # 16K/s: a client that slow frees one 128 KiB server buffer in 8 s, under the 10 s
 # stall timeout, so a stall is cut at 10 s (with --min-rate 4K a wait could last 32 s).
-GUARDED = ["--sndbuf", "64K", "--stall-timeout", "10s", "--min-rate", "16K"]
+GUARDED = ["--stall-timeout", "10s", "--min-rate", "16K"]
+#: ``sluicegate serve`` variants: name -> socket flags added to GUARDED.
+SERVE_VARIANTS = {
+    "guarded": [],
+    "sndbuf 64K": ["--sndbuf", "64K", "--notsent-lowat", "off"],
+    "autotuned": ["--sndbuf", "auto", "--notsent-lowat", "off"],
+}
+NAMES = (*SERVE_VARIANTS, "plain")
 
 
 @dataclass
@@ -51,12 +66,15 @@ class Run:
 
     name: str
     command: str
+    argv: list[str] = field(default_factory=list)
+    port: int = 0
     alone_mbps: list[float] = field(default_factory=list)
     attacked_mbps: list[float] = field(default_factory=list)
     times: list[float] = field(default_factory=list)
     rss: list[int] = field(default_factory=list)
     tcp_mem: list[int] = field(default_factory=list)
     established: list[int] = field(default_factory=list)
+    send_mem: list[list[int]] = field(default_factory=list)
     idle_rss: int = 0
     idle_tcp_mem: int = 0
     attack: list[dict[str, int]] = field(default_factory=list)
@@ -70,6 +88,21 @@ def tcp_mem_bytes() -> int:
             fields = line.split()
             return int(fields[fields.index("mem") + 1]) * PAGE
     raise RuntimeError("no TCP line in /proc/net/sockstat")
+
+
+def send_memory(port: int) -> list[int]:
+    """Kernel send memory (``ss`` ``skmem`` ``w``: queued bytes with their overhead) of
+    every established socket listening side ``port`` has, one figure per socket."""
+    try:
+        out = subprocess.run(
+            ["ss", "-tmnH", "state", "established", f"sport = :{port}"],
+            capture_output=True,
+            text=True,
+            timeout=5,
+        ).stdout
+    except (OSError, subprocess.TimeoutExpired):
+        return []
+    return [int(m) for m in re.findall(r"skmem:\(.*?\bw(\d+)", out)]
 
 
 def free_port() -> int:
@@ -141,15 +174,27 @@ def read_stats(csv_path: Path) -> list[dict[str, int]]:
     return rows
 
 
-def measure(run: Run, argv: list[str], port: int, args: argparse.Namespace, out: Path) -> None:
+def alone(runs: list[Run], args: argparse.Namespace, out: Path) -> None:
+    """Time ``args.repeat`` normal downloads per server, interleaved, all servers up."""
+    with contextlib.ExitStack() as stack:
+        for run in runs:
+            stack.enter_context(server(run.argv, run.port, out / f"{run.name}-alone.log"))
+            download(run.port, args.download)  # warm-up: first-touch page faults, caches
+        for _ in range(args.repeat):
+            for run in runs:
+                run.alone_mbps.append(download(run.port, args.download))
+
+
+def measure(run: Run, args: argparse.Namespace, out: Path) -> None:
+    """Run the attack against ``run``'s server, sampling it; count its log lines."""
     log = out / f"{run.name}.log"
-    with server(argv, port, log) as proc:
+    port = run.port
+    with server(run.argv, port, log) as proc:
         ps = psutil.Process(proc.pid)
         time.sleep(1.0)
         run.idle_rss, run.idle_tcp_mem = ps.memory_info().rss, tcp_mem_bytes()
         download(port, args.download)  # warm-up: first-touch page faults, caches
-        run.alone_mbps = [download(port, args.download) for _ in range(args.repeat)]
-        prefix = out / run.name
+        prefix = out / run.name.replace(" ", "-")
         attack = subprocess.Popen(
             [
                 args.slowhttptest,
@@ -197,6 +242,7 @@ def measure(run: Run, argv: list[str], port: int, args: argparse.Namespace, out:
                 run.rss.append(ps.memory_info().rss)
                 run.tcp_mem.append(tcp_mem_bytes())
                 run.established.append(established(ps, port))
+                run.send_mem.append(send_memory(port))
                 time.sleep(0.5)
         finally:
             stop.set()
@@ -209,10 +255,6 @@ def measure(run: Run, argv: list[str], port: int, args: argparse.Namespace, out:
                     attack.wait(5)
             loader.join(60)
         run.attack = read_stats(prefix.with_suffix(".csv"))
-        # Alone again once the attack is over: "alone" is before and after, so a
-        # machine that warms up (or gets busier) during the run biases neither side.
-        time.sleep(2.0)
-        run.alone_mbps += [download(port, args.download) for _ in range(args.repeat)]
     text = log.read_text(errors="replace")
     run.log_lines = {
         "returned without completing": text.count("returned without completing"),
@@ -272,14 +314,38 @@ def report(runs: list[Run], args: argparse.Namespace) -> list[str]:
         f"kernel TCP memory {checkpoints[-1]:.0f} s into the attack",
         [fmt_mib(at(r, r.tcp_mem, checkpoints[-1])) for r in runs],
     )
+
+    def per_socket(r: Run, t: float) -> str:
+        # The median socket is an attacker's: 200 of them against one normal download.
+        i = min(range(len(r.times)), key=lambda k: abs(r.times[k] - t)) if r.times else 0
+        sockets = r.send_mem[i] if r.send_mem else []
+        if not sockets:
+            return "-"
+        return f"{statistics.median(sockets) / 1024:,.0f} / {max(sockets) / 1024:,.0f} KiB"
+
+    row(
+        "server sockets' send memory, all, peak (`ss` skmem `w`)",
+        [fmt_mib(max((sum(m) for m in r.send_mem), default=0)) for r in runs],
+    )
+    row(
+        "server send memory per connection 5 s into the attack, median / max",
+        [per_socket(r, 5.0) for r in runs],
+    )
     row(
         "attack connections slowhttptest saw closed (its view, at the end)",
         [str(r.attack[-1].get("closed", "?")) if r.attack else "?" for r in runs],
     )
     row(
-        f"normal download alone, MB/s (median of {args.repeat} before, {args.repeat} after)",
+        f"normal download alone, MB/s (median of {args.repeat}, interleaved across servers)",
         [f"{statistics.median(r.alone_mbps):,.0f}" for r in runs],
     )
+    reference = next((r for r in runs if r.name == "autotuned"), None)
+    if reference is not None:
+        base = statistics.median(reference.alone_mbps)
+        row(
+            "alone / autotuned alone (target for guarded ≥ 95 %)",
+            [f"{statistics.median(r.alone_mbps) / base:.0%}" for r in runs],
+        )
     row(
         "normal download during the attack, MB/s (median; downloads)",
         [
@@ -310,10 +376,14 @@ def report(runs: list[Run], args: argparse.Namespace) -> list[str]:
         "loopback, other programs too); the idle row is the floor it started from. "
         "Server RSS includes each stream's current 1 MiB chunk of the example "
         "`/download` (its default `chunk`), until the stream is cut. MB/s are loopback "
-        "figures on a shared 2-core machine; the guarded server's single-download figure "
-        "includes the cost of its 64 KiB `SO_SNDBUF` (128 KiB once Linux doubles it).",
+        "figures on a shared 2-core machine, where one download swings by 2–3x from run "
+        "to run (whether the scheduler puts server and client on one core or two): "
+        "compare medians. Every alone download of every server is listed below.",
         "",
     ]
+    for r in runs:
+        lines.append(f"- {r.name} alone, MB/s: " + ", ".join(f"{v:,.0f}" for v in r.alone_mbps))
+    lines.append("")
     return lines
 
 
@@ -322,33 +392,52 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--connections", type=int, default=200)
     parser.add_argument("--duration", type=int, default=30, help="attack seconds")
     parser.add_argument("--download", default="200M", help="size of each normal download")
-    parser.add_argument("--repeat", type=int, default=5, help="downloads alone per server")
+    parser.add_argument("--repeat", type=int, default=15, help="downloads alone per server")
     parser.add_argument("--slowhttptest", default=shutil.which("slowhttptest") or "")
-    parser.add_argument("--only", choices=["guarded", "plain"])
+    parser.add_argument(
+        "--servers",
+        default=",".join(NAMES),
+        help=f"comma-separated, from: {', '.join(NAMES)}",
+    )
+    parser.add_argument(
+        "--guarded-flags",
+        default="",
+        help="more serve flags for the guarded server, to try a setting (e.g. "
+        "'--notsent-lowat 32K')",
+    )
     args = parser.parse_args(argv)
     if not args.slowhttptest:
         print("slowhttptest is not installed (apt-get install slowhttptest)", file=sys.stderr)
         return 2
-    py = sys.executable
-    runs = []
+    names = [n.strip() for n in args.servers.split(",") if n.strip()]
+    if not names or any(n not in NAMES for n in names):
+        parser.error(f"--servers: choose from {', '.join(NAMES)}")
+    runs = [
+        make_run(name, args.guarded_flags.split() if name == "guarded" else []) for name in names
+    ]
     with tempfile.TemporaryDirectory(prefix="bench-slowread-") as tmp:
-        for name in ("guarded", "plain"):
-            if args.only and name != args.only:
-                continue
-            port = free_port()
-            common = ["--host", "127.0.0.1", "--port", str(port), "--log-level", "warning"]
-            if name == "guarded":
-                cmd = [py, "-m", "sluicegate", "serve", *common, *GUARDED]
-                shown = "sluicegate serve " + " ".join(GUARDED)
-            else:
-                cmd = [py, "-m", "uvicorn", "sluicegate.cli.examples:app", *common]
-                shown = "uvicorn sluicegate.cli.examples:app"
-            run = Run(name, shown)
-            print(f"... {name}: {shown}", file=sys.stderr)
-            measure(run, cmd, port, args, Path(tmp))
-            runs.append(run)
+        print("... alone: " + ", ".join(names), file=sys.stderr)
+        alone(runs, args, Path(tmp))
+        for run in runs:
+            print(f"... attack: {run.name}: {run.command}", file=sys.stderr)
+            measure(run, args, Path(tmp))
     print("\n".join(report(runs, args)))
     return 0
+
+
+def make_run(name: str, extra: list[str]) -> Run:
+    """The server ``name`` (one of NAMES) on a free port, with ``extra`` serve flags."""
+    py = sys.executable
+    port = free_port()
+    common = ["--host", "127.0.0.1", "--port", str(port), "--log-level", "warning"]
+    if name == "plain":
+        argv = [py, "-m", "uvicorn", "sluicegate.cli.examples:app", *common]
+        shown = "uvicorn sluicegate.cli.examples:app"
+    else:
+        flags = [*GUARDED, *SERVE_VARIANTS[name], *extra]
+        argv = [py, "-m", "sluicegate", "serve", *common, *flags]
+        shown = "sluicegate serve " + " ".join(flags)
+    return Run(name, shown, argv, port)
 
 
 if __name__ == "__main__":

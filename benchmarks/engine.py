@@ -46,6 +46,19 @@ class Result:
     notes: list[str] = field(default_factory=list)
 
 
+def table(res: Result, baseline: str, fmt: str = "{:,.2f}") -> list[str]:
+    """``res`` as Markdown: medians, every run, and ratios to the ``baseline`` variant."""
+    lines = [f"### {res.name}", "", f"| variant | {res.unit} (median) | runs | vs {baseline} |"]
+    lines.append("|---|---:|---|---:|")
+    base = res.values[baseline]
+    for name, value in res.values.items():
+        runs = ", ".join(fmt.format(r) for r in res.runs[name])
+        ratio = value / base if base else float("nan")
+        lines.append(f"| {name} | {fmt.format(value)} | {runs} | {ratio:.2f}x |")
+    lines += [""] + [f"{note}" for note in res.notes] + [""]
+    return lines
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -53,8 +66,13 @@ def _free_port() -> int:
 
 
 @contextlib.contextmanager
-def server(extra_env: dict[str, str] | None = None) -> Iterator[tuple[int, psutil.Process]]:
-    """Start ``benchmarks.apps:app`` on uvicorn; yield (port, process); stop it by pid."""
+def server(
+    extra_env: dict[str, str] | None = None, args: tuple[str, ...] = ()
+) -> Iterator[tuple[int, psutil.Process]]:
+    """Start ``benchmarks.apps:app`` on uvicorn (``args`` added); yield (port, process).
+
+    The server is stopped by its pid on the way out.
+    """
     port = _free_port()
     env = {**os.environ, **(extra_env or {})}
     proc = subprocess.Popen(
@@ -70,10 +88,18 @@ def server(extra_env: dict[str, str] | None = None) -> Iterator[tuple[int, psuti
             "--no-access-log",
             "--lifespan",
             "off",
+            *args,
         ],
         cwd=ROOT,
         env=env,
     )
+    with running(proc, port):
+        yield port, psutil.Process(proc.pid)
+
+
+@contextlib.contextmanager
+def running(proc: subprocess.Popen[bytes], port: int) -> Iterator[None]:
+    """Wait until ``proc`` listens on ``port``; on the way out stop it (SIGINT, by pid)."""
     try:
         deadline = time.monotonic() + 20
         while True:
@@ -82,7 +108,7 @@ def server(extra_env: dict[str, str] | None = None) -> Iterator[tuple[int, psuti
             if proc.poll() is not None or time.monotonic() > deadline:
                 raise RuntimeError("the benchmark server did not start")
             time.sleep(0.05)
-        yield port, psutil.Process(proc.pid)
+        yield
     finally:
         proc.send_signal(signal.SIGINT)
         try:

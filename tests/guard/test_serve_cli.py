@@ -23,6 +23,7 @@ from sluicegate.protect.guard import GuardPolicy
 from tests.servers import read_headers, request, stop, wait_for_port
 
 ROOT = Path(__file__).resolve().parents[2]
+NOTSENT_LOWAT = getattr(socket, "TCP_NOTSENT_LOWAT", 25)
 
 
 @pytest.mark.parametrize(
@@ -30,6 +31,9 @@ ROOT = Path(__file__).resolve().parents[2]
     [
         (["--sndbuf", "12Q"], "Error: --sndbuf: bad size '12Q': unknown unit 'Q'"),
         (["--sndbuf", "1K"], "Error: --sndbuf: bad size '1K': at least 4K"),
+        (["--notsent-lowat", "12"], "Error: --notsent-lowat: bad size '12': 1K to 2G"),
+        (["--notsent-lowat", "lots"], "Error: --notsent-lowat: bad size 'lots'"),
+        (["--stall-timeout", "no"], "Error: --stall-timeout: bad duration 'no'"),
         (["--stall-timeout", "0"], "Error: --stall-timeout: bad duration '0': must be more than"),
         (["--stall-timeout", "soon"], "Error: --stall-timeout: bad duration 'soon'"),
         (["--min-rate", "0"], "Error: --min-rate: bad rate '0': must be more than 0"),
@@ -85,6 +89,49 @@ def test_bind_socket_sets_the_send_buffer_before_listening() -> None:
         assert sock.getsockopt(socket.SOL_SOCKET, socket.SO_ACCEPTCONN) == 1
     with contextlib.closing(bind_socket("127.0.0.1", 0)) as auto:
         assert auto.getsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF) > 0
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="Linux socket options")
+def test_accepted_connections_inherit_the_unsent_limit() -> None:
+    with contextlib.closing(bind_socket("127.0.0.1", 0, notsent_lowat=48 * 1024)) as sock:
+        sock.setblocking(True)
+        with socket.create_connection(sock.getsockname()) as client:
+            accepted, _ = sock.accept()
+            with accepted:
+                assert accepted.getsockopt(socket.IPPROTO_TCP, NOTSENT_LOWAT) == 48 * 1024
+                # Autotuning stays on: the send buffer is the kernel's default, not fixed.
+                assert client.getsockopt(socket.IPPROTO_TCP, NOTSENT_LOWAT) != 48 * 1024
+
+
+def _listening_line(*flags: str) -> str:
+    """Start ``sluicegate serve`` with ``flags``; return the line it logs when ready."""
+    with contextlib.closing(bind_socket("127.0.0.1", 0)) as probe:
+        port = probe.getsockname()[1]
+    argv = [sys.executable, "-m", "sluicegate", "serve", "--port", str(port), *flags]
+    proc = subprocess.Popen(argv, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        wait_for_port(proc, port, "sluicegate serve", timeout=15)
+        # The socket listens before the line is logged; a served request comes after it.
+        with contextlib.closing(request(port, "/hello")) as sock:
+            assert read_headers(sock)[0].startswith(b"HTTP/1.1 200")
+    finally:
+        stop(proc)
+    assert proc.stderr is not None
+    lines = [ln for ln in proc.stderr.read().decode().splitlines() if "sluicegate: listening" in ln]
+    assert len(lines) == 1, lines
+    return lines[0]
+
+
+def test_serve_defaults_bound_unsent_bytes_and_cut_a_stall_after_60_s() -> None:
+    line = _listening_line()
+    assert "SO_SNDBUF autotuned, TCP_NOTSENT_LOWAT 32,768 bytes" in line, line
+    assert "stall_timeout=60.0" in line and "(a send may wait 60 s)" in line, line
+
+
+def test_serve_turns_the_defaults_off() -> None:
+    line = _listening_line("--stall-timeout", "off", "--notsent-lowat", "off")
+    assert "TCP_NOTSENT_LOWAT off" in line and "guard None" in line, line
+    assert "(a send may wait forever)" in line, line
 
 
 @pytest.fixture

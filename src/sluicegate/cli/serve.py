@@ -2,11 +2,15 @@
 
 Besides serving, it bounds what one slow reader can pin:
 
-* ``--sndbuf`` sets ``SO_SNDBUF`` on the listening socket it binds itself; on Linux the
-  accepted sockets inherit it, so the kernel memory a client that stops reading can
-  hold is fixed (and autotuning, which would grow it to ``net.ipv4.tcp_wmem`` max, is
-  off for those sockets).
-* ``--stall-timeout`` / ``--min-rate`` set :data:`sluicegate.defaults` ``.guard``
+* ``--notsent-lowat`` sets ``TCP_NOTSENT_LOWAT`` on the listening socket it binds
+  itself; on Linux the accepted sockets inherit it. The kernel then queues at most
+  that many bytes a client has not been sent yet (plus what is in flight, which a
+  client that stops reading closes its window on), so the kernel memory a slow reader
+  pins is bounded (about 74 KiB at the default 32K), while send-buffer autotuning
+  stays on for fast clients. ``--sndbuf`` (off by default) fixes ``SO_SNDBUF``
+  instead: a hard cap, but on every client's window, fast ones too.
+* ``--stall-timeout`` (60 s unless ``off``, as nginx's ``send_timeout``) and
+  ``--min-rate`` set :data:`sluicegate.defaults` ``.guard``
   (a :class:`~sluicegate.protect.guard.GuardPolicy`) for every stream, and serve with
   :func:`guarded_http`, so a cut stream's connection is reset instead of waiting
   forever for the client to take what uvicorn still buffers;
@@ -40,6 +44,7 @@ import logging
 import os
 import socket
 import struct
+import sys
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -53,7 +58,9 @@ from sluicegate.protect.guard import GuardPolicy
 from sluicegate.units import parse_duration, parse_rate, parse_size
 
 __all__ = [
+    "DEFAULT_NOTSENT_LOWAT",
     "DEFAULT_SNDBUF",
+    "DEFAULT_STALL_TIMEOUT",
     "LEDGER_PATH",
     "WORKER_SETTINGS",
     "ProcessSettings",
@@ -73,10 +80,23 @@ LEDGER_PATH = "/transfers"
 #: the environment variable that hands :class:`ProcessSettings` to ``--workers`` processes
 WORKER_SETTINGS = "SLUICEGATE_SERVE_SETTINGS"
 
-#: ``SO_SNDBUF`` asked for by ``sluicegate serve`` unless told otherwise. Linux doubles
-#: it (bookkeeping overhead), so a socket holds about 256 KiB of unsent payload; a
-#: connection then goes at most about 256 KiB per round trip (2.6 MB/s at 100 ms).
-DEFAULT_SNDBUF = "256K"
+#: ``SO_SNDBUF`` asked for by ``sluicegate serve`` unless told otherwise: the kernel's
+#: autotuning. A fixed size (Linux doubles it, about half of it payload) caps every
+#: connection at about that payload per round trip: 64K goes ~0.66 MB/s at 100 ms.
+DEFAULT_SNDBUF = "auto"
+
+#: ``TCP_NOTSENT_LOWAT`` set by ``sluicegate serve`` unless told otherwise: the most
+#: not-yet-sent bytes the kernel queues per connection. Measured (BENCHMARKS.md,
+#: slow-read section): a stalled reader pins about 74 KiB (a fixed 64K ``SO_SNDBUF``:
+#: 126 KiB) and a single loopback download kept its speed.
+DEFAULT_NOTSENT_LOWAT = "32K"
+
+#: How long one ``send()`` may wait for the client before ``serve`` cuts the stream,
+#: unless told otherwise (``off`` for never); nginx's ``send_timeout`` is 60 s too.
+DEFAULT_STALL_TIMEOUT = "60s"
+
+# Linux's TCP_NOTSENT_LOWAT; Python's socket module names it from 3.12 on.
+_TCP_NOTSENT_LOWAT = getattr(socket, "TCP_NOTSENT_LOWAT", 25)
 
 
 def load_app(spec: str) -> Any:
@@ -97,13 +117,18 @@ def load_app(spec: str) -> Any:
         ) from None
 
 
-def bind_socket(host: str, port: int, *, sndbuf: int | None = None) -> socket.socket:
-    """A listening TCP socket on ``host:port`` with ``SO_SNDBUF`` set to ``sndbuf``.
+def bind_socket(
+    host: str, port: int, *, sndbuf: int | None = None, notsent_lowat: int | None = None
+) -> socket.socket:
+    """A listening TCP socket on ``host:port`` with ``SO_SNDBUF`` set to ``sndbuf`` and
+    ``TCP_NOTSENT_LOWAT`` to ``notsent_lowat``; accepted sockets inherit both (Linux).
 
     ``sndbuf`` None leaves the kernel's autotuning. The value is capped by
     ``net.core.wmem_max`` and doubled by Linux; read the real one back with
-    ``sock.getsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF)``. Raises :class:`OSError`
-    when the address cannot be bound.
+    ``sock.getsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF)``. ``notsent_lowat`` None
+    leaves the system's ``net.ipv4.tcp_notsent_lowat`` (unlimited by default); where
+    the option does not exist (not Linux or macOS) it is skipped. Raises
+    :class:`OSError` when the address cannot be bound.
     """
     family, type_, proto, _, address = socket.getaddrinfo(
         host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
@@ -116,6 +141,8 @@ def bind_socket(host: str, port: int, *, sndbuf: int | None = None) -> socket.so
         if sndbuf is not None:
             # Set before listen(): accepted sockets copy the listener's buffer sizes.
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, sndbuf)
+        if notsent_lowat is not None and sys.platform.startswith(("linux", "darwin")):
+            sock.setsockopt(socket.IPPROTO_TCP, _TCP_NOTSENT_LOWAT, notsent_lowat)
         sock.bind(address)
         sock.listen(2048)
         sock.setblocking(False)
@@ -376,6 +403,19 @@ def _sndbuf(text: str) -> int | None:
     return size
 
 
+def _notsent_lowat(text: str) -> int | None:
+    if text.strip().lower() == "off":
+        return None
+    size = parse_size(text)
+    if not 1024 <= size < 2**31:
+        raise ConfigError(f"bad size {text!r}: 1K to 2G (or 'off' for the kernel's)")
+    return size
+
+
+def _stall_timeout(text: str) -> float | None:
+    return None if text.strip().lower() == "off" else _positive_duration(text)
+
+
 @click.command("serve", cls=OneLineCommand)
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
 @click.option("--port", default=8080, show_default=True, type=click.IntRange(0, 65535))
@@ -396,13 +436,25 @@ def _sndbuf(text: str) -> int | None:
     "--sndbuf",
     default=DEFAULT_SNDBUF,
     show_default=True,
-    help="SO_SNDBUF of every connection (Linux doubles it): kernel memory one slow "
-    "reader can pin. 'auto' keeps the kernel's autotuning.",
+    help="SO_SNDBUF of every connection (Linux doubles it), e.g. 64K: fixes the kernel "
+    "memory one reader can pin, but caps fast clients too. 'auto': the kernel's "
+    "autotuning.",
+)
+@click.option(
+    "--notsent-lowat",
+    default=DEFAULT_NOTSENT_LOWAT,
+    show_default=True,
+    metavar="SIZE",
+    help="TCP_NOTSENT_LOWAT of every connection: unsent bytes the kernel queues for one "
+    "client, so a slow reader pins little while fast ones keep full speed. 'off': "
+    "the system's (no limit).",
 )
 @click.option(
     "--stall-timeout",
+    default=DEFAULT_STALL_TIMEOUT,
+    show_default=True,
     metavar="DURATION",
-    help="Cut a stream whose send waited this long for the client (30s, 500ms).",
+    help="Cut a stream whose send waited this long for the client (30s, 500ms); 'off': never.",
 )
 @click.option(
     "--min-rate",
@@ -463,7 +515,8 @@ def serve_command(
     app_spec: str,
     log_level: str,
     sndbuf: str,
-    stall_timeout: str | None,
+    notsent_lowat: str,
+    stall_timeout: str,
     min_rate: str | None,
     rate_window: str,
     grace: str,
@@ -478,8 +531,9 @@ def serve_command(
     """Serve an ASGI app on uvicorn (by default the examples: /hello, /download, /events).
 
     \b
-    Slow-reader defences (off unless given, except --sndbuf):
-      sluicegate serve --sndbuf 128K --stall-timeout 30s --min-rate 4K \\
+    Slow-reader defences (off unless given, except --notsent-lowat and
+    --stall-timeout):
+      sluicegate serve --stall-timeout 30s --min-rate 4K \\
                        --max-streams 1000 --max-streams-per-client 8
 
     \b
@@ -489,8 +543,9 @@ def serve_command(
     import uvicorn
 
     sndbuf_bytes = parse_option(_sndbuf, sndbuf, "--sndbuf")
+    lowat_bytes = parse_option(_notsent_lowat, notsent_lowat, "--notsent-lowat")
     options: dict[str, Any] = {
-        "stall_timeout": parse_option(_positive_duration, stall_timeout, "--stall-timeout"),
+        "stall_timeout": parse_option(_stall_timeout, stall_timeout, "--stall-timeout"),
         "min_rate": parse_option(parse_rate, min_rate, "--min-rate"),
         "rate_window": parse_option(_positive_duration, rate_window, "--rate-window"),
         "grace": parse_option(parse_duration, grace, "--grace"),
@@ -516,7 +571,7 @@ def serve_command(
     if broadcast is not None:
         _check_broadcast(broadcast, app_spec)
     try:
-        sock = bind_socket(host, port, sndbuf=sndbuf_bytes)
+        sock = bind_socket(host, port, sndbuf=sndbuf_bytes, notsent_lowat=lowat_bytes)
     except OSError as exc:
         fail(f"cannot listen on {host}:{port}: {exc.strerror or exc}")
     try:
@@ -524,11 +579,13 @@ def serve_command(
         effective = sock.getsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF)
         # uvicorn's logger: configured by Config above, so the line shows at --log-level info.
         logging.getLogger("uvicorn.error").info(
-            "sluicegate: listening on %s:%d; SO_SNDBUF %s per connection; guard %s "
-            "(a send may wait %s); budgets %s (per process); ledger %s; %d worker(s)",
+            "sluicegate: listening on %s:%d; SO_SNDBUF %s, TCP_NOTSENT_LOWAT %s per "
+            "connection; guard %s (a send may wait %s); budgets %s (per process); ledger "
+            "%s; %d worker(s)",
             host,
             sock.getsockname()[1],
             f"{effective:,} bytes" if sndbuf_bytes is not None else "autotuned",
+            f"{lowat_bytes:,} bytes" if lowat_bytes is not None else "off",
             guard,
             f"{guard.wait_limit:g} s" if guard is not None else "forever",
             _describe(budgets),

@@ -405,6 +405,37 @@ class _Connection:
                 return event
             await self._read_once()
 
+    async def _recv(self, want: int, within: float) -> bytes | None:
+        """Up to ``want`` bytes, or None if none came ``within`` seconds.
+
+        A ``sock_recv`` cancelled by a timeout can lose what it had just read (its
+        future already held the bytes when the cancellation landed): 64 KiB went
+        missing that way at the start of a pause. So wait for the socket to be
+        readable, which a timeout can cancel harmlessly, and only then read.
+        """
+        assert self.sock is not None
+        sock = self.sock
+        try:
+            ready = self.loop.create_future()
+            self.loop.add_reader(sock.fileno(), _set_ready, ready)
+        except NotImplementedError:  # a loop without add_reader (Windows' proactor)
+            try:
+                async with asyncio.timeout(within):
+                    return await self.loop.sock_recv(sock, want)
+            except TimeoutError:
+                return None
+        try:
+            async with asyncio.timeout(within):
+                await ready
+        except TimeoutError:
+            return None
+        finally:
+            self.loop.remove_reader(sock.fileno())
+        try:
+            return sock.recv(want)
+        except (BlockingIOError, InterruptedError):
+            return None
+
     async def _read_once(self) -> None:
         assert self.sock is not None
         counters = self.counters
@@ -436,10 +467,8 @@ class _Connection:
             budget = self.timeout - (now - waiting_since)
             if budget <= 0:
                 raise _StallTimeout(f"no data for {self.timeout:g} s")
-            try:
-                async with asyncio.timeout(min(budget, self._next_event_in(now))):
-                    data = await self.loop.sock_recv(self.sock, want)
-            except TimeoutError:
+            data = await self._recv(want, min(budget, self._next_event_in(now)))
+            if data is None:
                 continue
             end = time.monotonic()
             self.bucket.consume(len(data), end)
@@ -453,6 +482,11 @@ class _Connection:
                 # unpaced reader on a fast link would never let other tasks run.
                 await asyncio.sleep(0)
             return
+
+
+def _set_ready(ready: asyncio.Future[None]) -> None:
+    if not ready.done():
+        ready.set_result(None)
 
 
 @dataclass(slots=True)
@@ -469,6 +503,34 @@ class _Options:
     timeout: float
     headers: list[tuple[str, str]]
     on_progress: Callable[[FetchCounters], None] | None
+
+    def __post_init__(self) -> None:
+        """Check the options as :func:`fetch` got them, then fill in the socket defaults."""
+        self._check()
+        paced = self.rate is not None or bool(self.schedule.events)
+        if self.rcvbuf is None:
+            self.rcvbuf = default_rcvbuf(self.rate)
+            if self.rcvbuf is None and self.schedule.events:
+                self.rcvbuf = PAUSE_RCVBUF
+        if self.mss is None and paced:
+            self.mss = PACED_MSS
+        elif self.mss == 0:
+            self.mss = None
+
+    def _check(self) -> None:
+        rate, rcvbuf, mss = self.rate, self.rcvbuf, self.mss
+        if rate is not None and (rate <= 0 or not math.isfinite(rate)):
+            raise ConfigError(f"bad rate {rate!r}: must be a finite number of bytes per second > 0")
+        if rcvbuf is not None and rcvbuf <= 0:
+            raise ConfigError(f"bad rcvbuf {rcvbuf}: must be more than 0 bytes")
+        if not self.timeout > 0:
+            raise ConfigError(f"bad timeout {self.timeout}: must be more than 0 s")
+        if self.output is not None:
+            _check_output(self.output)
+        elif self.resume:
+            raise ConfigError("resume needs an output file")
+        if mss is not None and mss != 0 and not 88 <= mss <= 65535:
+            raise ConfigError(f"bad mss {mss}: must be from 88 to 65535 bytes (0 = kernel default)")
 
 
 class _Body:
@@ -860,35 +922,12 @@ async def fetch(
     """
     parts = parse_url(url)
     rate = parse_rate(limit_rate) if isinstance(limit_rate, str) else limit_rate
-    if rate is not None and (rate <= 0 or not math.isfinite(rate)):
-        raise ConfigError(f"bad rate {rate!r}: must be a finite number of bytes per second > 0")
-    plan = _build_schedule(schedule, pause_after, pause_for)
-    if rcvbuf is not None and rcvbuf <= 0:
-        raise ConfigError(f"bad rcvbuf {rcvbuf}: must be more than 0 bytes")
-    if not timeout > 0:
-        raise ConfigError(f"bad timeout {timeout}: must be more than 0 s")
-    out = Path(output) if output is not None else None
-    if out is not None:
-        _check_output(out)
-    elif resume:
-        raise ConfigError("resume needs an output file")
-    if mss is not None and mss != 0 and not 88 <= mss <= 65535:
-        raise ConfigError(f"bad mss {mss}: must be from 88 to 65535 bytes (0 = kernel default)")
-    if rcvbuf is None:
-        rcvbuf = default_rcvbuf(rate)
-        if rcvbuf is None and plan.events:
-            rcvbuf = PAUSE_RCVBUF
-    paced = rate is not None or bool(plan.events)
-    if mss is None and paced:
-        mss = PACED_MSS
-    elif mss == 0:
-        mss = None
     options = _Options(
         url=url.strip(),
         parts=parts,
-        output=out,
+        output=Path(output) if output is not None else None,
         rate=rate,
-        schedule=plan,
+        schedule=_build_schedule(schedule, pause_after, pause_for),
         resume=resume,
         verify=verify,
         rcvbuf=rcvbuf,

@@ -107,6 +107,25 @@ async def _cutter(live: set[Subscriber], per_second: float, rng: random.Random) 
                 victim.transport.abort()
 
 
+def _check_options(
+    entries: Sequence[MixEntry], clients: int, duration: float, cuts_per_second: float
+) -> None:
+    """:func:`sse_swarm`'s argument checks (raising the open-file limit on the way)."""
+    if not entries:
+        raise ConfigError("bad mix: no entries")
+    if clients < 1:
+        raise ConfigError(f"bad clients {clients}: need at least 1")
+    if not (duration > 0 and math.isfinite(duration)):
+        raise ConfigError(f"bad duration {duration}: must be a finite number of seconds > 0")
+    if not (cuts_per_second >= 0 and math.isfinite(cuts_per_second)):
+        raise ConfigError(f"bad cuts per second {cuts_per_second}: must be >= 0")
+    limit = raise_fd_limit(clients + FD_SPARE)
+    if clients + FD_SPARE > limit:
+        raise ConfigError(
+            f"bad clients {clients}: the open-file limit is {limit} (raise it with ulimit -n)"
+        )
+
+
 async def sse_swarm(
     urls: Sequence[str],
     *,
@@ -127,19 +146,7 @@ async def sse_swarm(
     """
     targets, path = _targets(urls, allow_remote)
     entries = parse_mix(mix) if isinstance(mix, str) else tuple(mix)
-    if not entries:
-        raise ConfigError("bad mix: no entries")
-    if clients < 1:
-        raise ConfigError(f"bad clients {clients}: need at least 1")
-    if not (duration > 0 and math.isfinite(duration)):
-        raise ConfigError(f"bad duration {duration}: must be a finite number of seconds > 0")
-    if not (cuts_per_second >= 0 and math.isfinite(cuts_per_second)):
-        raise ConfigError(f"bad cuts per second {cuts_per_second}: must be >= 0")
-    limit = raise_fd_limit(clients + FD_SPARE)
-    if clients + FD_SPARE > limit:
-        raise ConfigError(
-            f"bad clients {clients}: the open-file limit is {limit} (raise it with ulimit -n)"
-        )
+    _check_options(entries, clients, duration, cuts_per_second)
     counts = allocate([e.weight for e in entries], clients)
     tallies = [Tally(e.label, n) for e, n in zip(entries, counts, strict=True)]
     stop = stop or asyncio.Event()

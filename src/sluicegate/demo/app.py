@@ -474,22 +474,7 @@ async def app(scope: Scope, receive: Receive, send: Send) -> None:
     path = scope["path"].rstrip("/") or "/"
     query = _query(scope)
     try:
-        if path == "/":
-            await _send_bytes(send, 200, INDEX.encode(), "text/html; charset=utf-8")
-            return
-        if path == "/stats":
-            body = json.dumps(recent_records()).encode()
-            await _send_bytes(send, 200, body, "application/json")
-            return
-        if path == "/hello":
-            turn = query.get("turn", "1") != "0"
-            await StreamResponse(hello(turn), media_type="text/plain")(scope, receive, send)
-            return
-        if path == "/feed" or path.startswith("/feed/"):
-            await feed_app(scope, receive, send, query)
-            return
-        if path == "/page":
-            await page()(scope, receive, send)
+        if await _fixed_route(path, query, scope, receive, send):
             return
         if path == "/fail":
             size = parse_size(query.get("size", "10M"))
@@ -516,6 +501,32 @@ async def app(scope: Scope, receive: Receive, send: Send) -> None:
             # Expected here: the response was aborted, the client sees a short body.
             logger.warning("/fail: %s (the client got an incomplete transfer)", exc)
         return
+    await _scenario(scenario, p, scope, receive, send)
+
+
+async def _fixed_route(
+    path: str, query: dict[str, str], scope: Scope, receive: Receive, send: Send
+) -> bool:
+    """Serve the paths that are not scenarios; False if ``path`` is none of them."""
+    if path == "/":
+        await _send_bytes(send, 200, INDEX.encode(), "text/html; charset=utf-8")
+    elif path == "/stats":
+        body = json.dumps(recent_records()).encode()
+        await _send_bytes(send, 200, body, "application/json")
+    elif path == "/hello":
+        turn = query.get("turn", "1") != "0"
+        await StreamResponse(hello(turn), media_type="text/plain")(scope, receive, send)
+    elif path == "/feed" or path.startswith("/feed/"):
+        await feed_app(scope, receive, send, query)
+    elif path == "/page":
+        await page()(scope, receive, send)
+    else:
+        return False
+    return True
+
+
+async def _scenario(scenario: str, p: Params, scope: Scope, receive: Receive, send: Send) -> None:
+    """Run one of the article's backpressure scenarios, recorded for /stats."""
     rec = _record(scenario, p)
     if scenario == "wait":
         await wait_for_drain(p, rec, receive, send)

@@ -39,7 +39,7 @@ from sluicegate.demo.plan import ARTICLE, Case
 from sluicegate.demo.runner import Recv
 from sluicegate.doctor.analysis import analyze
 from sluicegate.doctor.report import render_html
-from sluicegate.doctor.samples import Trace
+from sluicegate.doctor.samples import Sample, Trace
 
 __all__ = [
     "RunSummary",
@@ -158,13 +158,13 @@ class ServerMemory:
 
 
 def server_memory(trace: Trace) -> ServerMemory:
-    """Read the server's samples of ``trace`` (see the module docstring for how)."""
+    """Read the server's samples of ``trace`` (see the module docstring for how).
+
+    In phases: whose samples, when the load began, idle RSS before it, then the RSS
+    and send-queue curves after it.
+    """
     m = ServerMemory()
-    by_pid = trace.by_pid()
-    pid = trace.server_pid if trace.server_pid in by_pid else None
-    if pid is None and by_pid:
-        pid = max(by_pid, key=lambda p: len(by_pid[p]))
-    samples = by_pid.get(pid, []) if pid is not None else []
+    samples = _server_samples(trace)
     start_event = trace.event("load-start")
     load_start = start_event.t if start_event else (samples[0].t if samples else 0.0)
     before = [x.rss for x in samples if x.rss and load_start - 0.5 <= x.t < load_start]
@@ -173,19 +173,36 @@ def server_memory(trace: Trace) -> ServerMemory:
     if before:
         m.idle = int(statistics.median(before))
     during = [x for x in samples if x.t >= load_start]
+    _read_rss(m, during, load_start)
+    _read_send_queue(m, during, load_start)
+    return m
+
+
+def _server_samples(trace: Trace) -> list[Sample]:
+    """The server's samples: its recorded pid's, else the most sampled process's."""
+    by_pid = trace.by_pid()
+    pid = trace.server_pid if trace.server_pid in by_pid else None
+    if pid is None and by_pid:
+        pid = max(by_pid, key=lambda p: len(by_pid[p]))
+    return by_pid.get(pid, []) if pid is not None else []
+
+
+def _read_rss(m: ServerMemory, during: list[Sample], load_start: float) -> None:
     rss = [(x.t - load_start, x.rss) for x in during if x.rss]
     if rss:
         m.peak = max(r for _, r in rss)
         curve = _decimate([(t, (r - m.idle) / MiB) for t, r in rss])
         m.curve_t = [round(t, 3) for t, _ in curve]
         m.curve_rss = [round(v, 2) for _, v in curve]
+
+
+def _read_send_queue(m: ServerMemory, during: list[Sample], load_start: float) -> None:
     sq = [(x.t - load_start, x.send_queue) for x in during if x.send_queue is not None]
     if sq:
         m.sq_peak = max(q for _, q in sq)
         curve = _decimate([(t, q / MiB) for t, q in sq])
         m.sq_t = [round(t, 3) for t, _ in curve]
         m.sq = [round(v, 3) for _, v in curve]
-    return m
 
 
 def summarize(

@@ -411,27 +411,20 @@ def _check_io(
 def _check_memory(
     pid: int, before: list[Sample], window: list[Sample], th: Thresholds
 ) -> Finding | None:
+    """Memory that rose under load; blamed on slow readers when the evidence says so.
+
+    In phases: how much RSS rose, how it went with the bytes clients had not taken,
+    then which finding that makes.
+    """
     rss = _values(window, lambda s: s.rss)
     if len(rss) < 3:
         return None
-    base_values = _values(before[-20:], lambda s: s.rss) or rss[:3]
-    base = statistics.median(base_values)
+    base = statistics.median(_values(before[-20:], lambda s: s.rss) or rss[:3])
     peak = max(rss)
     rise = peak - base
     if rise < th.memory_growth_bytes:
         return None
-    net = [s for s in window if s.rss is not None and s.send_queue is not None]
-    outstanding = [float((s.send_queue or 0) + (s.stream("bytes_buffered") or 0)) for s in net]
-    r = pearson([float(s.rss or 0) for s in net], outstanding)
-    # How much of the rise happened while some client was reading slowly.
-    rise_slow = sum(
-        max(0, (b.rss or 0) - (a.rss or 0))
-        for a, b in itertools.pairwise(net)
-        if (a.send_queue_max or 0) >= th.slow_reader_bytes
-        or (b.send_queue_max or 0) >= th.slow_reader_bytes
-    )
-    slow = rise_slow >= 0.5 * rise
-    buffered = max((s.stream("bytes_buffered") or 0 for s in net), default=0)
+    r, rise_slow, buffered = _outstanding_evidence(window, th)
     span = max(window[-1].t - window[0].t, 1e-6)
     evidence: dict[str, float | int | str] = {
         "rss_before": int(base),
@@ -442,25 +435,9 @@ def _check_memory(
         "rise_with_slow_readers": int(rise_slow),
         "sluicegate_buffered_peak": int(buffered),
     }
-    severity: Severity = "critical" if rise >= 8 * th.memory_growth_bytes else "warning"
-    if slow or r >= 0.7:
-        return Finding(
-            id="backpressure-ignored",
-            title="Memory grew with bytes the clients had not taken",
-            severity=severity,
-            pid=pid,
-            summary=(
-                f"RSS rose {_mib(rise)} under load (to {_mib(peak)}) while clients read "
-                f"slower than the server produced (correlation with bytes outstanding "
-                f"r = {r:.2f}): something buffers instead of waiting for the socket."
-            ),
-            recommendation=(
-                "Await every write (ASGI send) before producing more; replace unbounded "
-                "queues with sluicegate's Channel (byte budget + policy) or StreamResponse."
-            ),
-            evidence=evidence,
-            charts=("memory", "sockets", "streams") if buffered else ("memory", "sockets"),
-        )
+    if rise_slow >= 0.5 * rise or r >= 0.7:
+        severity: Severity = "critical" if rise >= 8 * th.memory_growth_bytes else "warning"
+        return _backpressure_ignored(pid, severity, rise, peak, r, evidence, buffered)
     return Finding(
         id="memory-growth",
         title="Memory grew under load",
@@ -476,6 +453,50 @@ def _check_memory(
         ),
         evidence=evidence,
         charts=("memory",),
+    )
+
+
+def _outstanding_evidence(window: list[Sample], th: Thresholds) -> tuple[float, float, int]:
+    """How RSS went with the bytes clients had not taken: (correlation r, bytes of the
+    rise that happened while some client read slowly, sluicegate's buffered peak)."""
+    net = [s for s in window if s.rss is not None and s.send_queue is not None]
+    outstanding = [float((s.send_queue or 0) + (s.stream("bytes_buffered") or 0)) for s in net]
+    r = pearson([float(s.rss or 0) for s in net], outstanding)
+    rise_slow = sum(
+        max(0, (b.rss or 0) - (a.rss or 0))
+        for a, b in itertools.pairwise(net)
+        if (a.send_queue_max or 0) >= th.slow_reader_bytes
+        or (b.send_queue_max or 0) >= th.slow_reader_bytes
+    )
+    buffered = max((s.stream("bytes_buffered") or 0 for s in net), default=0)
+    return r, rise_slow, int(buffered)
+
+
+def _backpressure_ignored(
+    pid: int,
+    severity: Severity,
+    rise: float,
+    peak: float,
+    r: float,
+    evidence: dict[str, float | int | str],
+    buffered: int,
+) -> Finding:
+    return Finding(
+        id="backpressure-ignored",
+        title="Memory grew with bytes the clients had not taken",
+        severity=severity,
+        pid=pid,
+        summary=(
+            f"RSS rose {_mib(rise)} under load (to {_mib(peak)}) while clients read "
+            f"slower than the server produced (correlation with bytes outstanding "
+            f"r = {r:.2f}): something buffers instead of waiting for the socket."
+        ),
+        recommendation=(
+            "Await every write (ASGI send) before producing more; replace unbounded "
+            "queues with sluicegate's Channel (byte budget + policy) or StreamResponse."
+        ),
+        evidence=evidence,
+        charts=("memory", "sockets", "streams") if buffered else ("memory", "sockets"),
     )
 
 
@@ -507,7 +528,8 @@ def _check_send_queues(samples: list[Sample], th: Thresholds) -> Finding | None:
         ),
         recommendation=(
             "Bound what each slow client may pin: a stall timeout and minimum rate "
-            "(sluicegate Guard), a smaller SO_SNDBUF or net.ipv4.tcp_wmem, and a cap on "
+            "(sluicegate Guard), TCP_NOTSENT_LOWAT (or a smaller SO_SNDBUF or "
+            "net.ipv4.tcp_wmem), and a cap on "
             "concurrent streams."
         ),
         evidence={

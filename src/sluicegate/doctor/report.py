@@ -139,55 +139,12 @@ def figure(trace: Trace, diagnosis: Diagnosis) -> dict[str, Any]:
     charts = [c for c in CHARTS if c in series and any(xy[0] for *_, xy in series[c])]
     if not charts:
         return {"data": [], "layout": {}}
-    flagged = diagnosis.flagged_charts
-    gap = 0.025
-    height = (1.0 - gap * (len(charts) - 1)) / len(charts)
+    layout = _layout(len(charts))
     data: list[dict[str, Any]] = []
-    layout: dict[str, Any] = {
-        "height": 190 * len(charts) + 120,
-        "margin": {"l": 70, "r": 30, "t": 40, "b": 50},
-        "hovermode": "x unified",
-        "hoversubplots": "axis",
-        "legend": {"orientation": "h", "y": 1.02, "yanchor": "bottom", "x": 0},
-        "xaxis": {
-            "title": {"text": "seconds since start"},
-            "showspikes": True,
-            "spikemode": "across",
-            "spikesnap": "cursor",
-            "spikethickness": 1,
-            "spikedash": "solid",
-            "spikecolor": "#555",
-            "anchor": f"y{len(charts) if len(charts) > 1 else ''}",
-        },
-        "shapes": [],
-        "annotations": [],
-        "plot_bgcolor": "#fbfbfb",
-    }
+    colours = {pid: _PALETTE[n % len(_PALETTE)] for n, pid in enumerate(groups)}
     for row, chart in enumerate(charts):
-        axis = "y" if row == 0 else f"y{row + 1}"
-        top = 1.0 - row * (height + gap)
-        domain = [max(0.0, top - height), top]
-        mark = chart in flagged
-        layout["yaxis" if row == 0 else f"yaxis{row + 1}"] = {
-            "domain": domain,
-            "title": {
-                "text": ("⚠ " if mark else "") + _TITLES[chart],
-                "font": {"size": 11, "color": "#c0392b" if mark else "#333"},
-            },
-            "rangemode": "tozero",
-            "zeroline": False,
-        }
-        if mark:
-            layout["shapes"].append(
-                {
-                    "type": "rect", "xref": "paper", "yref": "paper", "x0": 0, "x1": 1,
-                    "y0": domain[0], "y1": domain[1], "fillcolor": "rgba(192,57,43,0.07)",
-                    "line": {"width": 1, "color": "rgba(192,57,43,0.5)"}, "layer": "below",
-                }
-            )  # fmt: skip
-        colours = {pid: _PALETTE[n % len(_PALETTE)] for n, pid in enumerate(groups)}
+        axis = _chart_axis(layout, row, len(charts), chart, chart in diagnosis.flagged_charts)
         for pid, suffix, dash, (xs, ys) in series[chart]:
-            colour = colours[pid]
             if xs:
                 data.append(
                     {
@@ -200,49 +157,111 @@ def figure(trace: Trace, diagnosis: Diagnosis) -> dict[str, Any]:
                         "name": _pid_label(trace, pid) + suffix,
                         "legendgroup": str(pid),
                         "showlegend": row == 0,
-                        "line": {"color": colour, "width": 1.3, "dash": dash},
+                        "line": {"color": colours[pid], "width": 1.3, "dash": dash},
                         "connectgaps": True,
                     }
                 )
-        if chart == "sockets":
-            xs, ys = _series(
-                trace.samples, t0,
-                lambda s: None if s.tcp_mem_pages is None else s.tcp_mem_pages * TCP_PAGE / MiB,
-            )  # fmt: skip
-            if xs:
-                data.append(
-                    {
-                        "type": "scatter", "mode": "lines", "x": xs, "y": ys, "xaxis": "x",
-                        "yaxis": axis, "name": "all TCP sockets (system)", "showlegend": True,
-                        "line": {"color": "#7f7f7f", "width": 1, "dash": "dot"},
-                    }
-                )  # fmt: skip
-        if chart == "loop":
-            for limit in (10.0, 100.0):
-                layout["shapes"].append(
-                    {
-                        "type": "line", "xref": "paper", "x0": 0, "x1": 1, "yref": axis,
-                        "y0": limit, "y1": limit,
-                        "line": {"color": "#c0392b", "width": 1, "dash": "dot"},
-                    }
-                )  # fmt: skip
-    window = diagnosis.window
-    if window is not None:
+        _chart_extras(trace, chart, axis, data, layout)
+    if diagnosis.window is not None:
+        _mark_window(layout, diagnosis.window.start - t0, diagnosis.window.end - t0,
+                     diagnosis.window.source)  # fmt: skip
+    return {"data": data, "layout": layout}
+
+
+def _layout(rows: int) -> dict[str, Any]:
+    """The figure's layout before any chart is added: one shared x axis."""
+    return {
+        "height": 190 * rows + 120,
+        "margin": {"l": 70, "r": 30, "t": 40, "b": 50},
+        "hovermode": "x unified",
+        "hoversubplots": "axis",
+        "legend": {"orientation": "h", "y": 1.02, "yanchor": "bottom", "x": 0},
+        "xaxis": {
+            "title": {"text": "seconds since start"},
+            "showspikes": True,
+            "spikemode": "across",
+            "spikesnap": "cursor",
+            "spikethickness": 1,
+            "spikedash": "solid",
+            "spikecolor": "#555",
+            "anchor": f"y{rows if rows > 1 else ''}",
+        },
+        "shapes": [],
+        "annotations": [],
+        "plot_bgcolor": "#fbfbfb",
+    }
+
+
+def _chart_axis(layout: dict[str, Any], row: int, rows: int, chart: str, mark: bool) -> str:
+    """Add the y axis of the chart in ``row`` (shaded red when ``mark``); its name."""
+    gap = 0.025
+    height = (1.0 - gap * (rows - 1)) / rows
+    top = 1.0 - row * (height + gap)
+    domain = [max(0.0, top - height), top]
+    layout["yaxis" if row == 0 else f"yaxis{row + 1}"] = {
+        "domain": domain,
+        "title": {
+            "text": ("⚠ " if mark else "") + _TITLES[chart],
+            "font": {"size": 11, "color": "#c0392b" if mark else "#333"},
+        },
+        "rangemode": "tozero",
+        "zeroline": False,
+    }
+    if mark:
         layout["shapes"].append(
             {
-                "type": "rect", "xref": "x", "yref": "paper", "y0": 0, "y1": 1,
-                "x0": round(window.start - t0, 3), "x1": round(window.end - t0, 3),
-                "fillcolor": "rgba(36,113,163,0.08)", "line": {"width": 0}, "layer": "below",
+                "type": "rect", "xref": "paper", "yref": "paper", "x0": 0, "x1": 1,
+                "y0": domain[0], "y1": domain[1], "fillcolor": "rgba(192,57,43,0.07)",
+                "line": {"width": 1, "color": "rgba(192,57,43,0.5)"}, "layer": "below",
             }
         )  # fmt: skip
-        layout["annotations"].append(
-            {
-                "xref": "x", "yref": "paper", "x": round(window.start - t0, 3), "y": 1.0,
-                "text": f"load ({window.source})", "showarrow": False, "xanchor": "left",
-                "yanchor": "bottom", "font": {"size": 10, "color": "#2471a3"},
-            }
+    return "y" if row == 0 else f"y{row + 1}"
+
+
+def _chart_extras(
+    trace: Trace, chart: str, axis: str, data: list[dict[str, Any]], layout: dict[str, Any]
+) -> None:
+    """What some charts show besides the processes' lines: system TCP memory, limits."""
+    if chart == "sockets":
+        xs, ys = _series(
+            trace.samples, trace.start,
+            lambda s: None if s.tcp_mem_pages is None else s.tcp_mem_pages * TCP_PAGE / MiB,
         )  # fmt: skip
-    return {"data": data, "layout": layout}
+        if xs:
+            data.append(
+                {
+                    "type": "scatter", "mode": "lines", "x": xs, "y": ys, "xaxis": "x",
+                    "yaxis": axis, "name": "all TCP sockets (system)", "showlegend": True,
+                    "line": {"color": "#7f7f7f", "width": 1, "dash": "dot"},
+                }
+            )  # fmt: skip
+    if chart == "loop":
+        for limit in (10.0, 100.0):
+            layout["shapes"].append(
+                {
+                    "type": "line", "xref": "paper", "x0": 0, "x1": 1, "yref": axis,
+                    "y0": limit, "y1": limit,
+                    "line": {"color": "#c0392b", "width": 1, "dash": "dot"},
+                }
+            )  # fmt: skip
+
+
+def _mark_window(layout: dict[str, Any], start: float, end: float, source: str) -> None:
+    """Shade the load window (seconds since the start) and label it."""
+    layout["shapes"].append(
+        {
+            "type": "rect", "xref": "x", "yref": "paper", "y0": 0, "y1": 1,
+            "x0": round(start, 3), "x1": round(end, 3),
+            "fillcolor": "rgba(36,113,163,0.08)", "line": {"width": 0}, "layer": "below",
+        }
+    )  # fmt: skip
+    layout["annotations"].append(
+        {
+            "xref": "x", "yref": "paper", "x": round(start, 3), "y": 1.0,
+            "text": f"load ({source})", "showarrow": False, "xanchor": "left",
+            "yanchor": "bottom", "font": {"size": 10, "color": "#2471a3"},
+        }
+    )  # fmt: skip
 
 
 #: Evidence values that are byte counts, shown in MiB.

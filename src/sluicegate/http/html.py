@@ -74,6 +74,40 @@ def _is_real(value: object) -> bool:
     return isinstance(value, int | float) and not isinstance(value, bool)
 
 
+def _finite(value: float) -> bool:
+    return _is_real(value) and math.isfinite(value)
+
+
+def _check_pauses(timeout: float | None, backoff: float, max_backoff: float, jitter: float) -> None:
+    """:class:`Retry`'s time options: each a real number in its range, or ConfigError.
+
+    Typed as the fields are, but checked as anything a caller may pass.
+    """
+    if timeout is not None and not (_finite(timeout) and timeout > 0):
+        raise ConfigError(f"timeout must be a number of seconds > 0 or None, not {timeout!r}")
+    if not (_finite(backoff) and backoff >= 0):
+        raise ConfigError(f"backoff must be a number of seconds >= 0, not {backoff!r}")
+    if not _finite(max_backoff):
+        raise ConfigError(f"max_backoff must be a number of seconds, not {max_backoff!r}")
+    if max_backoff < backoff:
+        raise ConfigError(f"max_backoff ({max_backoff!r}) must be >= backoff ({backoff!r})")
+    if not (_is_real(jitter) and 0 <= jitter <= 1):
+        raise ConfigError(f"jitter must be between 0 and 1, not {jitter!r}")
+
+
+def _check_retry_on(retry_on: object) -> None:
+    if (
+        not isinstance(retry_on, tuple)
+        or not retry_on
+        or not all(isinstance(e, type) and issubclass(e, Exception) for e in retry_on)
+    ):
+        # CancelledError, KeyboardInterrupt and SystemExit are BaseExceptions on
+        # purpose: retrying them would make a page impossible to stop.
+        raise ConfigError(
+            f"retry_on must be a non-empty tuple of Exception subclasses, not {retry_on!r}"
+        )
+
+
 @dataclass(frozen=True)
 class Retry:
     """How hard to try: ``times`` attempts, each bounded by ``timeout`` seconds.
@@ -105,33 +139,8 @@ class Retry:
     def __post_init__(self) -> None:
         if not isinstance(self.times, int) or isinstance(self.times, bool) or self.times < 1:
             raise ConfigError(f"times must be an int >= 1, not {self.times!r}")
-        if self.timeout is not None and not (
-            _is_real(self.timeout) and math.isfinite(self.timeout) and self.timeout > 0
-        ):
-            raise ConfigError(
-                f"timeout must be a number of seconds > 0 or None, not {self.timeout!r}"
-            )
-        if not (_is_real(self.backoff) and math.isfinite(self.backoff) and self.backoff >= 0):
-            raise ConfigError(f"backoff must be a number of seconds >= 0, not {self.backoff!r}")
-        if not (_is_real(self.max_backoff) and math.isfinite(self.max_backoff)):
-            raise ConfigError(f"max_backoff must be a number of seconds, not {self.max_backoff!r}")
-        if self.max_backoff < self.backoff:
-            raise ConfigError(
-                f"max_backoff ({self.max_backoff!r}) must be >= backoff ({self.backoff!r})"
-            )
-        if not (_is_real(self.jitter) and 0 <= self.jitter <= 1):
-            raise ConfigError(f"jitter must be between 0 and 1, not {self.jitter!r}")
-        retry_on = self.retry_on
-        if (
-            not isinstance(retry_on, tuple)
-            or not retry_on
-            or not all(isinstance(e, type) and issubclass(e, Exception) for e in retry_on)
-        ):
-            # CancelledError, KeyboardInterrupt and SystemExit are BaseExceptions on
-            # purpose: retrying them would make a page impossible to stop.
-            raise ConfigError(
-                f"retry_on must be a non-empty tuple of Exception subclasses, not {retry_on!r}"
-            )
+        _check_pauses(self.timeout, self.backoff, self.max_backoff, self.jitter)
+        _check_retry_on(self.retry_on)
 
     def delay(self, failures: int, rand: float) -> float:
         """The pause after ``failures`` failed attempts, given a uniform ``rand`` in [0, 1).

@@ -710,8 +710,23 @@ def evaluate(
         raise ConfigError(f"max_ranges must be at least 1, got {max_ranges}")
     if boundary is not None and not _BOUNDARY_RE.fullmatch(boundary):
         raise ConfigError(f"boundary must be 1-70 of A-Za-z0-9'+_.- : {boundary!r}")
-
+    # The phases of §13.2.2: preconditions, then whether Range applies, then which
+    # ranges it selects, then the answer.
     fields = _collect(headers)
+    gated = _gate(method, fields, rep)
+    if gated is not None:
+        return gated
+    specs = _range_specs(fields["range"], rep, max_ranges)
+    if isinstance(specs, Decision):
+        return specs
+    selected = _select(specs, rep)
+    if isinstance(selected, Decision):
+        return selected
+    return _partial(tuple(_coalesce(selected)), rep, boundary)
+
+
+def _gate(method: str, fields: dict[str, str | None], rep: Representation) -> Decision | None:
+    """The answer when preconditions fail or Range does not apply; None to go on."""
     failed = _preconditions(method, fields, rep)
     if failed is not None:
         return failed
@@ -723,8 +738,13 @@ def evaluate(
         return _whole(rep, Reason.NOT_GET)
     if "if-range" in fields and not _if_range_holds(fields["if-range"], rep):
         return _whole(rep, Reason.IF_RANGE_MISMATCH)
+    return None
 
-    value = fields["range"]
+
+def _range_specs(
+    value: str | None, rep: Representation, max_ranges: int
+) -> list[_RangeSpec] | Decision:
+    """The Range field's byte-range-specs, or the whole representation and why not."""
     if value is None:
         return _whole(rep, Reason.INVALID_RANGE)
     if len(value) > MAX_RANGE_FIELD_LENGTH:
@@ -742,7 +762,11 @@ def evaluate(
         return _whole(rep, Reason.INVALID_RANGE)
     if rep.length == 0:
         return _whole(rep, Reason.EMPTY_REPRESENTATION)
+    return specs
 
+
+def _select(specs: list[_RangeSpec], rep: Representation) -> list[tuple[int, int]] | Decision:
+    """The satisfiable ranges, or a 416, or the whole representation for abuse."""
     selected = [r for r in (_clamp(s, rep.length) for s in specs) if r is not None]
     if not selected:
         headers_416 = (("Accept-Ranges", "bytes"), ("Content-Range", f"bytes */{rep.length}"))
@@ -754,8 +778,13 @@ def evaluate(
         return _whole(rep, Reason.OVERLAP_ATTACK)
     if _descents(selected) > _MAX_DESCENTS:
         return _whole(rep, Reason.OUT_OF_ORDER)
+    return selected
 
-    ranges = tuple(_coalesce(selected))
+
+def _partial(
+    ranges: tuple[tuple[int, int], ...], rep: Representation, boundary: str | None
+) -> Decision:
+    """The 206 for ``ranges``: one part, or multipart/byteranges."""
     out = [("Accept-Ranges", "bytes"), *_validator_headers(rep)]
     if len(ranges) == 1:
         ((start, stop),) = ranges
