@@ -6,7 +6,10 @@
     writes both in one turn, and they leave as one.
 ``/download?size=200M&chunk=1M``
     A generated download of ``size`` bytes, made in ``chunk``-sized pieces only as
-    fast as the client takes them.
+    fast as the client takes them. ``size`` is at most :data:`MAX_DOWNLOAD` (16 GiB)
+    and ``chunk`` at most :data:`MAX_CHUNK` (4 MiB); above them the answer is a 400.
+    The server, not the client, decides how much memory a request takes: each chunk
+    is allocated, so an uncapped ``chunk=512M`` would cost 512 MiB per request.
 """
 
 from __future__ import annotations
@@ -20,7 +23,13 @@ from starlette.types import Receive, Scope, Send
 from sluicegate.engine.response import StreamResponse
 from sluicegate.errors import ConfigError
 from sluicegate.http.problem import send_problem
-from sluicegate.units import parse_size
+from sluicegate.units import format_size, parse_size
+
+#: Largest ``size`` of ``/download``: bytes cost no memory here, only time and bandwidth.
+MAX_DOWNLOAD = 16 << 30
+#: Largest ``chunk`` of ``/download``: each chunk is allocated, so this bounds the
+#: memory one request can ask for (about two chunks: the one made, the one sending).
+MAX_CHUNK = 4 << 20
 
 
 async def hello(turn: bool) -> AsyncIterator[str]:
@@ -42,6 +51,13 @@ async def generated(size: int, chunk: int) -> AsyncIterator[bytes]:
         i += 1
 
 
+def _bounded(name: str, text: str, low: int, high: int) -> int:
+    value = parse_size(text)
+    if not low <= value <= high:
+        raise ConfigError(f"{name} must be from {low} bytes to {format_size(high)}, not {text!r}")
+    return value
+
+
 async def app(scope: Scope, receive: Receive, send: Send) -> None:
     """The example ASGI application."""
     if scope["type"] == "lifespan":
@@ -55,10 +71,8 @@ async def app(scope: Scope, receive: Receive, send: Send) -> None:
         if path == "/hello":
             response = StreamResponse(hello(query.get("turn", "1") != "0"), media_type="text/plain")
         elif path == "/download":
-            size = parse_size(query.get("size", "200M"))
-            chunk = parse_size(query.get("chunk", "1M"))
-            if chunk < 1:
-                raise ConfigError("chunk must be at least 1 byte")
+            size = _bounded("size", query.get("size", "200M"), 0, MAX_DOWNLOAD)
+            chunk = _bounded("chunk", query.get("chunk", "1M"), 1, MAX_CHUNK)
             response = StreamResponse(
                 generated(size, chunk),
                 content_length=size,

@@ -33,7 +33,7 @@ from sluicegate.engine.response import defaults
 from sluicegate.errors import ConfigError
 from sluicegate.protect.budgets import Budgets
 from sluicegate.protect.guard import GuardPolicy
-from sluicegate.units import parse_duration, parse_rate, parse_size
+from sluicegate.units import MAX_SOCKET_BUFFER, parse_duration, parse_rate, parse_size
 
 __all__ = [
     "DEFAULT_SNDBUF",
@@ -49,6 +49,10 @@ __all__ = [
 #: it (bookkeeping overhead), so a socket holds about 256 KiB of unsent payload; a
 #: connection then goes at most about 256 KiB per round trip (2.6 MB/s at 100 ms).
 DEFAULT_SNDBUF = "256K"
+
+#: Largest ``--max-streams``: each stream needs a file descriptor, and no process has
+#: a million of them.
+MAX_STREAMS = 1_000_000
 
 
 def load_app(spec: str) -> Any:
@@ -209,7 +213,7 @@ def _positive_number(value: object) -> bool:
 
 
 def _positive_duration(text: str) -> float:
-    seconds = parse_duration(text)
+    seconds = parse_duration(text, forever=False)
     if seconds <= 0:
         raise ConfigError(f"bad duration {text!r}: must be more than 0 seconds")
     return seconds
@@ -221,7 +225,14 @@ def _sndbuf(text: str) -> int | None:
     size = parse_size(text)
     if size < 4096:
         raise ConfigError(f"bad size {text!r}: at least 4K (or 'auto' for the kernel's)")
+    if size > MAX_SOCKET_BUFFER:
+        # setsockopt takes a C int: past it Python raises a TypeError, not an OSError.
+        raise ConfigError(f"bad size {text!r}: at most 1G (the kernel caps it lower still)")
     return size
+
+
+def _grace(text: str) -> float:
+    return parse_duration(text, forever=False)
 
 
 @click.command("serve", cls=OneLineCommand)
@@ -268,10 +279,14 @@ def _sndbuf(text: str) -> int | None:
     metavar="DURATION",
     help="Waiting time before --min-rate is first judged.",
 )
-@click.option("--max-streams", type=click.IntRange(min=1), help="Streams at once (per process).")
+@click.option(
+    "--max-streams",
+    type=click.IntRange(1, MAX_STREAMS),
+    help="Streams at once (per process).",
+)
 @click.option(
     "--max-streams-per-client",
-    type=click.IntRange(min=1),
+    type=click.IntRange(1, MAX_STREAMS),
     help="Streams at once from one client address (per process).",
 )
 @click.option(
@@ -308,7 +323,7 @@ def serve_command(
             stall_timeout=parse_option(_positive_duration, stall_timeout, "--stall-timeout"),
             min_rate=parse_option(parse_rate, min_rate, "--min-rate"),
             rate_window=parse_option(_positive_duration, rate_window, "--rate-window"),
-            grace=parse_option(parse_duration, grace, "--grace"),
+            grace=parse_option(_grace, grace, "--grace"),
             max_streams=max_streams,
             max_streams_per_client=max_streams_per_client,
             max_buffered=parse_option(parse_size, max_buffered, "--max-buffered"),

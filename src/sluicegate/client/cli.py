@@ -300,7 +300,7 @@ def _print_swarm(result: SwarmResult) -> None:
 )
 @click.option(
     "--requests",
-    type=click.IntRange(min=1),
+    type=click.IntRange(1, 10**9),
     default=None,
     help="Stop after this many requests in all (default: no limit).",
 )

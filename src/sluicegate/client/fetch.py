@@ -46,7 +46,7 @@ from sluicegate.errors import (
     HTTPStatusError,
     IncompleteTransfer,
 )
-from sluicegate.units import parse_rate
+from sluicegate.units import MAX_SOCKET_BUFFER, parse_rate
 
 __all__ = ["ExitCode", "FetchCounters", "FetchResult", "fetch", "parse_url"]
 
@@ -868,8 +868,8 @@ async def fetch(
     if rate is not None and (rate <= 0 or not math.isfinite(rate)):
         raise ConfigError(f"bad rate {rate!r}: must be a finite number of bytes per second > 0")
     plan = _build_schedule(schedule, pause_after, pause_for)
-    if rcvbuf is not None and rcvbuf <= 0:
-        raise ConfigError(f"bad rcvbuf {rcvbuf}: must be more than 0 bytes")
+    if rcvbuf is not None and not 0 < rcvbuf <= MAX_SOCKET_BUFFER:
+        raise ConfigError(f"bad rcvbuf {rcvbuf}: must be from 1 byte to 1 GiB")
     if not timeout > 0:
         raise ConfigError(f"bad timeout {timeout}: must be more than 0 s")
     out = Path(output) if output is not None else None
