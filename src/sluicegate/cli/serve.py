@@ -12,6 +12,8 @@ Besides serving, it bounds what one slow reader can pin:
   forever for the client to take what uvicorn still buffers;
 * ``--max-streams``, ``--max-streams-per-client``, ``--max-buffered`` set ``.admission``
   (a :class:`~sluicegate.protect.budgets.Budgets`): over a budget a new stream gets a 503.
+* ``--header-timeout`` / ``--body-timeout`` (on by default) close connections whose
+  client stops *sending* a request (slowloris): see :mod:`sluicegate.cli.readtimeouts`.
 
 Every bad value is one ``Error: ...`` line and exit code 2.
 """
@@ -29,6 +31,11 @@ from typing import Any
 import click
 
 from sluicegate.cli.clitools import OneLineCommand, fail, parse_option
+from sluicegate.cli.readtimeouts import (
+    DEFAULT_BODY_TIMEOUT,
+    DEFAULT_HEADER_TIMEOUT,
+    with_read_timeouts,
+)
 from sluicegate.engine.response import defaults
 from sluicegate.errors import ConfigError
 from sluicegate.protect.budgets import Budgets
@@ -134,9 +141,19 @@ def policies(
     return guard, budgets
 
 
-def guarded_http(linger: float, http: str = "auto") -> type[asyncio.Protocol]:
+def guarded_http(
+    linger: float | None,
+    http: str = "auto",
+    *,
+    header_timeout: float | None = None,
+    body_timeout: float | None = None,
+) -> type[asyncio.Protocol]:
     """uvicorn's HTTP protocol (``http``: ``auto``, ``httptools``, ``h11``) made to
     hang up on clients that stopped reading, instead of waiting for them forever.
+
+    ``header_timeout`` and ``body_timeout`` (seconds; None: off) add the read
+    timeouts of :mod:`sluicegate.cli.readtimeouts` against clients that stop *sending*
+    (slowloris). ``linger`` None leaves closing as uvicorn does it.
 
     uvicorn closes a connection with ``transport.close()``, which first flushes what
     the transport still holds: against a client that reads nothing, that never ends,
@@ -157,13 +174,18 @@ def guarded_http(linger: float, http: str = "auto") -> type[asyncio.Protocol]:
     from uvicorn.config import HTTP_PROTOCOLS
     from uvicorn.importer import import_from_string
 
-    if not _positive_number(linger):
+    if linger is not None and not _positive_number(linger):
         raise ConfigError(f"linger must be a positive number of seconds, not {linger!r}")
     base: Any = import_from_string(HTTP_PROTOCOLS.get(http, http))
+    if header_timeout is not None or body_timeout is not None:
+        base = with_read_timeouts(base, header_timeout=header_timeout, body_timeout=body_timeout)
+    if linger is None:
+        return base  # type: ignore[no-any-return]
+    patience: float = linger
 
     class GuardedHTTP(base):  # type: ignore[misc]
         def connection_made(self, transport: asyncio.Transport) -> None:
-            super().connection_made(_HangUp(transport, self, linger))
+            super().connection_made(_HangUp(transport, self, patience))
 
     GuardedHTTP.__name__ = GuardedHTTP.__qualname__ = f"Guarded{base.__name__}"
     return GuardedHTTP
@@ -294,6 +316,20 @@ def _grace(text: str) -> float:
     metavar="SIZE",
     help="Refuse new streams while sluicegate holds this many bytes (per process).",
 )
+@click.option(
+    "--header-timeout",
+    default=f"{DEFAULT_HEADER_TIMEOUT:g}s",
+    show_default=True,
+    metavar="DURATION",
+    help="Close a connection whose request head takes longer than this (slowloris).",
+)
+@click.option(
+    "--body-timeout",
+    default=f"{DEFAULT_BODY_TIMEOUT:g}s",
+    show_default=True,
+    metavar="DURATION",
+    help="Close a connection whose request body stalls this long between reads.",
+)
 def serve_command(
     host: str,
     port: int,
@@ -307,6 +343,8 @@ def serve_command(
     max_streams: int | None,
     max_streams_per_client: int | None,
     max_buffered: str | None,
+    header_timeout: str,
+    body_timeout: str,
 ) -> None:
     """Serve an ASGI app on uvicorn (by default the examples: /hello, /download).
 
@@ -318,6 +356,8 @@ def serve_command(
     import uvicorn
 
     sndbuf_bytes = parse_option(_sndbuf, sndbuf, "--sndbuf")
+    head_limit = parse_option(_positive_duration, header_timeout, "--header-timeout")
+    body_limit = parse_option(_positive_duration, body_timeout, "--body-timeout")
     try:
         guard, budgets = policies(
             stall_timeout=parse_option(_positive_duration, stall_timeout, "--stall-timeout"),
@@ -346,19 +386,25 @@ def serve_command(
     # A guard cuts streams; the protocol makes the cut hang up on the client (see
     # guarded_http). What a complete response left queued gets the same patience as
     # a waiting send.
-    http: Any = "auto" if guard is None else guarded_http(guard.wait_limit)
+    http: Any = guarded_http(
+        None if guard is None else guard.wait_limit,
+        header_timeout=head_limit,
+        body_timeout=body_limit,
+    )
     config = uvicorn.Config(app, host=host, port=port, log_level=log_level, http=http)
     effective = sock.getsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF)
     # uvicorn's logger: configured by Config above, so the line shows at --log-level info.
     logging.getLogger("uvicorn.error").info(
         "sluicegate: listening on %s:%d; SO_SNDBUF %s per connection; guard %s "
-        "(a send may wait %s); budgets %s",
+        "(a send may wait %s); budgets %s; read timeouts %g s (head), %g s (body stall)",
         host,
         sock.getsockname()[1],
         f"{effective:,} bytes" if sndbuf_bytes is not None else "autotuned",
         guard,
         f"{guard.wait_limit:g} s" if guard is not None else "forever",
         _describe(budgets),
+        head_limit,
+        body_limit,
     )
     try:
         uvicorn.Server(config).run(sockets=[sock])
