@@ -14,6 +14,8 @@ Besides serving, it bounds what one slow reader can pin:
   (a :class:`~sluicegate.protect.budgets.Budgets`): over a budget a new stream gets a 503.
 * ``--header-timeout`` / ``--body-timeout`` (on by default) close connections whose
   client stops *sending* a request (slowloris): see :mod:`sluicegate.cli.readtimeouts`.
+* ``--return-memory`` (on by default, glibc only) makes RSS fall back after load:
+  see :mod:`sluicegate.cli.malloc`.
 
 Every bad value is one ``Error: ...`` line and exit code 2.
 """
@@ -30,6 +32,7 @@ from typing import Any
 
 import click
 
+from sluicegate.cli import malloc
 from sluicegate.cli.clitools import OneLineCommand, fail, parse_option
 from sluicegate.cli.readtimeouts import (
     DEFAULT_BODY_TIMEOUT,
@@ -324,6 +327,13 @@ def _grace(text: str) -> float:
     help="Close a connection whose request head takes longer than this (slowloris).",
 )
 @click.option(
+    "--return-memory/--keep-memory",
+    default=True,
+    show_default=True,
+    help="On glibc: fix malloc's mmap threshold and trim the heap when idle, so RSS "
+    "falls back after load (see sluicegate.cli.malloc).",
+)
+@click.option(
     "--body-timeout",
     default=f"{DEFAULT_BODY_TIMEOUT:g}s",
     show_default=True,
@@ -345,6 +355,7 @@ def serve_command(
     max_buffered: str | None,
     header_timeout: str,
     body_timeout: str,
+    return_memory: bool,
 ) -> None:
     """Serve an ASGI app on uvicorn (by default the examples: /hello, /download).
 
@@ -406,9 +417,14 @@ def serve_command(
         head_limit,
         body_limit,
     )
+    trimmer = None
+    if return_memory and malloc.tune():
+        trimmer = malloc.IdleTrimmer().start()
     try:
         uvicorn.Server(config).run(sockets=[sock])
     finally:
+        if trimmer is not None:
+            trimmer.stop()
         sock.close()
 
 
