@@ -63,6 +63,8 @@ def test_help_lists_the_commands() -> None:
         "size=inf",
         "size=-1",
         "chunk=1e9",
+        "size=",
+        "chunk=%D9%A1%D9%A2",
     ],
 )
 async def test_the_client_does_not_choose_the_memory(query: str) -> None:

@@ -85,6 +85,8 @@ def test_sizes_above_the_limit_are_refused(n: int) -> None:
         (units.parse_size, "inf"),
         (units.parse_size, "-1"),
         (units.parse_size, "1e3"),
+        (units.parse_size, "\u0661\u0662"),  # Arabic-Indic digits: \d would take them
+        (units.parse_duration, "\u0663s"),
         (units.parse_rate, "9" * 40),
         (units.parse_rate, "nan/s"),
         (units.parse_rate, "-1K"),

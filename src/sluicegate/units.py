@@ -73,7 +73,8 @@ _DURATION_UNITS = {
     "min": Decimal(60),
     "h": Decimal(3600),
 }
-_NUMBER_UNIT = re.compile(r"\s*(\d+(?:\.\d*)?|\.\d+)\s*([A-Za-z]*)\s*")
+# ASCII only: str's \d also matches other scripts' digits, which Decimal would accept.
+_NUMBER_UNIT = re.compile(r"\s*(\d+(?:\.\d*)?|\.\d+)\s*([A-Za-z]*)\s*", re.ASCII)
 
 
 def _split(text: str, what: str) -> tuple[Decimal, str]:

@@ -65,7 +65,9 @@ async def app(scope: Scope, receive: Receive, send: Send) -> None:
             await send({"type": "lifespan.startup.complete"})
         await send({"type": "lifespan.shutdown.complete"})
         return
-    query = {k: v[-1] for k, v in parse_qs(scope.get("query_string", b"").decode()).items()}
+    # Blank values kept: "size=" is a bad size, not a request for the default.
+    raw_query = scope.get("query_string", b"").decode("latin-1")
+    query = {k: v[-1] for k, v in parse_qs(raw_query, keep_blank_values=True).items()}
     path = scope["path"]
     try:
         if path == "/hello":
