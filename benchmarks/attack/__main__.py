@@ -238,7 +238,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--downloads", type=int, default=1000)
     parser.add_argument("--aborts", type=int, default=5000)
     parser.add_argument("--kill-rounds", type=int, default=5)
-    parser.add_argument("--kill-transfers", type=int, default=200)
+    parser.add_argument("--kill-transfers", type=int, default=2000, help="most per round")
     parser.add_argument("--no-slow", action="store_true", help="skip the slowhttptest runs")
     parser.add_argument("--slowhttptest", default=shutil.which("slowhttptest") or "")
     parser.add_argument("--write", action="store_true", help="append to BENCHMARKS.md")

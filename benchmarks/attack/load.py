@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import random
 import signal
 import socket
@@ -125,7 +126,9 @@ class KillFigures:
 
 
 async def kill9_round(port: int, pid: int, transfers: int, rng: random.Random) -> list[str]:
-    """Run ``transfers`` small downloads; SIGKILL the server 0-100 ms after one completes.
+    """Downloads run back to back (20 at a time, ``transfers`` at most) until the server
+    is killed with SIGKILL, 0.2-0.6 s after the first completed: completions are then
+    arriving every few milliseconds, so the kill lands 0-100 ms after many of them.
 
     Returns the transfer ids whose client received the whole body.
     """
@@ -133,32 +136,28 @@ async def kill9_round(port: int, pid: int, transfers: int, rng: random.Random) -
     target = "/download?size=16K&chunk=4K"
     want = generated(16 << 10, 4 << 10)
     first_done = asyncio.Event()
+    killed = False
+    started = 0
 
-    async def one() -> None:
-        try:
-            reply = await exchange(port, request_bytes("GET", target), patience=10)
-        except Exception:
-            return
-        if reply.status == 200 and reply.complete and reply.body == want:
-            whole.append(reply.header("transfer-id"))
-            first_done.set()
+    async def worker() -> None:
+        nonlocal started
+        while not killed and started < transfers:
+            started += 1
+            try:
+                reply = await exchange(port, request_bytes("GET", target), patience=10)
+            except Exception:
+                continue
+            if reply.status == 200 and reply.complete and reply.body == want:
+                whole.append(reply.header("transfer-id"))
+                first_done.set()
 
-    sem = asyncio.Semaphore(50)
-
-    async def limited() -> None:
-        async with sem:
-            await one()
-
-    tasks = [asyncio.create_task(limited()) for _ in range(transfers)]
+    workers = [asyncio.create_task(worker()) for _ in range(20)]
     await first_done.wait()
-    # Let completions pile up for a while, then kill 0-100 ms after the latest one.
-    await asyncio.sleep(rng.uniform(0.05, 0.5))
-    await asyncio.sleep(rng.uniform(0.0, 0.1))
+    await asyncio.sleep(rng.uniform(0.2, 0.6))
+    killed = True
     with contextlib.suppress(ProcessLookupError):
-        import os
-
         os.kill(pid, signal.SIGKILL)
-    await asyncio.gather(*tasks, return_exceptions=True)
+    await asyncio.gather(*workers, return_exceptions=True)
     return [t for t in whole if t]
 
 
