@@ -236,7 +236,7 @@ def markdown(rows: list[Row], args: argparse.Namespace, seconds: float) -> list[
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--downloads", type=int, default=1000)
-    parser.add_argument("--aborts", type=int, default=5000)
+    parser.add_argument("--aborts", type=int, default=20000)
     parser.add_argument("--kill-rounds", type=int, default=5)
     parser.add_argument("--kill-transfers", type=int, default=2000, help="most per round")
     parser.add_argument("--no-slow", action="store_true", help="skip the slowhttptest runs")

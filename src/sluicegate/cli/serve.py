@@ -327,18 +327,18 @@ def _grace(text: str) -> float:
     help="Close a connection whose request head takes longer than this (slowloris).",
 )
 @click.option(
-    "--return-memory/--keep-memory",
-    default=True,
-    show_default=True,
-    help="On glibc: fix malloc's mmap threshold and trim the heap when idle, so RSS "
-    "falls back after load (see sluicegate.cli.malloc).",
-)
-@click.option(
     "--body-timeout",
     default=f"{DEFAULT_BODY_TIMEOUT:g}s",
     show_default=True,
     metavar="DURATION",
     help="Close a connection whose request body stalls this long between reads.",
+)
+@click.option(
+    "--return-memory/--keep-memory",
+    default=True,
+    show_default=True,
+    help="On glibc: fix malloc's mmap threshold and trim the heap when idle, so RSS "
+    "falls back after load (see sluicegate.cli.malloc).",
 )
 def serve_command(
     host: str,
