@@ -196,6 +196,18 @@ def test_an_app_that_does_not_read_yet_is_not_the_clients_fault(port: int) -> No
         assert read_response(sock).endswith(f"ok {size}".encode())
 
 
+def test_a_client_waiting_for_100_continue_is_not_cut(port: int) -> None:
+    with contextlib.closing(connect(port)) as sock:
+        head = f"POST /?wait={2 * BODY} HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n"
+        sock.sendall(head.encode() + b"Expect: 100-continue\r\n\r\n")
+        interim = b""
+        while b"\r\n\r\n" not in interim:
+            interim += sock.recv(4096)
+        assert interim.startswith(b"HTTP/1.1 100"), interim
+        sock.sendall(b"hello")
+        assert read_response(sock).endswith(b"ok 5")
+
+
 def test_keep_alive_clients_and_slow_apps_are_unaffected(port: int) -> None:
     with contextlib.closing(connect(port)) as sock:
         for path in ("/", "/slow", "/", "/"):

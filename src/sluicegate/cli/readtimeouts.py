@@ -12,7 +12,8 @@ Go ``ReadHeaderTimeout`` and ``ReadTimeout``; this module gives uvicorn the same
   extend it: that is the point.
 * **body timeout**: while a request body is being read, at most this many seconds
   may pass between two reads. Time while the *app* is not reading (uvicorn paused the
-  socket because its buffer is full) is not the client's and does not count.
+  socket because its buffer is full, or the client waits for ``100 Continue``) is not
+  the client's and does not count.
 
 Over either, the client gets a ``408`` problem+json with ``Connection: close`` if no
 response has started, and the connection is closed. Nothing is read-limited once the
@@ -221,8 +222,12 @@ def with_read_timeouts(
             if not clock.expired(now):
                 self._rt_arm()  # the deadline moved (a read came) or is gone
                 return
-            if clock.phase is Phase.BODY and self.flow.read_paused:
-                self._rt_event(Event.READ_PAUSED)  # the app is not reading: not the client
+            if clock.phase is Phase.BODY and (
+                self.flow.read_paused or getattr(self.cycle, "waiting_for_100_continue", False)
+            ):
+                # The app is not reading (uvicorn's buffer is full, or the client is
+                # rightly waiting for "100 Continue", sent when the app first reads).
+                self._rt_event(Event.READ_PAUSED)
                 return
             self._rt_expire(clock.phase)
 
