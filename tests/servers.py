@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import os
 import socket
 import struct
 import subprocess
+import sys
 import termios
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
+from pathlib import Path
 from typing import Any
 
 import uvicorn
@@ -114,3 +117,68 @@ def stop(proc: Any, grace: float = 10.0) -> None:
     except subprocess.TimeoutExpired:
         proc.kill()
         proc.wait(5)
+
+
+#: Server kinds :func:`serving` runs, each in its own process.
+SERVERS = ("uvicorn-httptools", "uvicorn-h11", "hypercorn", "granian")
+
+_ROOT = Path(__file__).resolve().parent.parent
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that was free a moment ago."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def server_command(server: str, app: str, port: int) -> list[str]:
+    """The command line that serves ``app`` ("module:attr") with ``server`` on ``port``."""
+    if server.startswith("uvicorn"):
+        http = server.split("-")[1]
+        return [sys.executable, "-m", "uvicorn", app, "--port", str(port), "--http", http]
+    if server == "hypercorn":
+        return [sys.executable, "-m", "hypercorn", app, "--bind", f"127.0.0.1:{port}"]
+    if server == "granian":
+        return [
+            sys.executable,
+            "-m",
+            "granian",
+            "--interface",
+            "asgi",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            app,
+        ]
+    raise ValueError(f"unknown server {server!r}")
+
+
+@contextlib.contextmanager
+def serving(server: str, app: str, env: Mapping[str, str] | None = None) -> Iterator[int]:
+    """Run ``app`` on ``server`` (one of :data:`SERVERS`) in a subprocess; yield its port.
+
+    Skips the test when the server is not installed.
+    """
+    import pytest
+
+    module = server.split("-")[0]
+    try:
+        __import__(module)
+    except ImportError:
+        pytest.skip(f"{module} is not installed")
+    port = free_port()
+    command = [*server_command(server, app, port), "--log-level", "critical"]
+    proc = subprocess.Popen(
+        command,
+        cwd=_ROOT,
+        env={**os.environ, **(env or {})},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        wait_for_port(proc, port, server)
+        yield port
+    finally:
+        stop(proc)

@@ -2,95 +2,20 @@
 
 from __future__ import annotations
 
-import contextlib
 import shutil
-import socket
 import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import pytest
 
-from tests.servers import stop, wait_for_port
-
-ROOT = Path(__file__).resolve().parent.parent
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def _command(server: str, port: int) -> list[str]:
-    app = "tests.abort_app:app"
-    if server.startswith("uvicorn"):
-        http = server.split("-")[1]
-        return [
-            sys.executable,
-            "-m",
-            "uvicorn",
-            app,
-            "--port",
-            str(port),
-            "--http",
-            http,
-            "--log-level",
-            "critical",
-        ]
-    if server == "hypercorn":
-        return [
-            sys.executable,
-            "-m",
-            "hypercorn",
-            app,
-            "--bind",
-            f"127.0.0.1:{port}",
-            "--log-level",
-            "critical",
-        ]
-    return [
-        sys.executable,
-        "-m",
-        "granian",
-        "--interface",
-        "asgi",
-        "--host",
-        "127.0.0.1",
-        "--port",
-        str(port),
-        "--log-level",
-        "critical",
-        app,
-    ]
-
-
-SERVERS = ["uvicorn-httptools", "uvicorn-h11", "hypercorn", "granian"]
-
-
-@contextlib.contextmanager
-def serving(server: str) -> Iterator[int]:
-    module = server.split("-")[0]
-    try:
-        __import__(module)
-    except ImportError:
-        pytest.skip(f"{module} is not installed")
-    port = _free_port()
-    proc = subprocess.Popen(
-        _command(server, port), cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
-    )
-    try:
-        wait_for_port(proc, port, server)
-        yield port
-    finally:
-        stop(proc)
+from tests.servers import SERVERS, serving
 
 
 @pytest.fixture(scope="module", params=SERVERS)
 def server_port(request: pytest.FixtureRequest) -> Iterator[int]:
-    with serving(request.param) as port:
+    with serving(request.param, "tests.abort_app:app") as port:
         yield port
 
 

@@ -17,6 +17,14 @@ Besides serving, it bounds what one slow reader can pin:
 * ``--return-memory`` (on by default, glibc only) makes RSS fall back after load:
   see :mod:`sluicegate.cli.malloc`.
 
+``--ledger URL`` records every stream in a transfer ledger (a SQLite path or a
+``redis://`` URL), makes it ``.ledger`` and serves it at ``/transfers`` in front of the
+app (:class:`~sluicegate.ledger.mount.LedgerMount`). ``--workers N`` runs N uvicorn
+worker processes on the one listening socket. Each worker sets all of the above up for
+itself (:class:`ProcessSettings`, handed over in the environment): budgets, guard and
+ledger connection are **per process**, so ``--max-streams 100 --workers 4`` admits up
+to 400 streams at once.
+
 Every bad value is one ``Error: ...`` line and exit code 2.
 """
 
@@ -24,10 +32,15 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import importlib
+import inspect
+import json
 import logging
+import os
 import socket
 import struct
+from dataclasses import dataclass, field
 from typing import Any
 
 import click
@@ -47,13 +60,24 @@ from sluicegate.units import MAX_SOCKET_BUFFER, parse_duration, parse_rate, pars
 
 __all__ = [
     "DEFAULT_SNDBUF",
+    "LEDGER_PATH",
+    "WORKER_SETTINGS",
+    "ProcessSettings",
     "bind_socket",
     "guarded_http",
     "load_app",
     "policies",
     "reset",
     "serve_command",
+    "setup_process",
+    "worker_app",
+    "worker_http",
 ]
+
+#: where ``--ledger`` serves the transfer records
+LEDGER_PATH = "/transfers"
+#: the environment variable that hands :class:`ProcessSettings` to ``--workers`` processes
+WORKER_SETTINGS = "SLUICEGATE_SERVE_SETTINGS"
 
 #: ``SO_SNDBUF`` asked for by ``sluicegate serve`` unless told otherwise. Linux doubles
 #: it (bookkeeping overhead), so a socket holds about 256 KiB of unsent payload; a
@@ -233,6 +257,125 @@ def reset(transport: asyncio.WriteTransport) -> None:
     transport.abort()
 
 
+@dataclass(frozen=True, slots=True)
+class ProcessSettings:
+    """What each serving process sets up for itself: its defaults, and the app it serves.
+
+    Plain values only, so that ``--workers`` can hand them to new processes as JSON.
+    """
+
+    #: ``module:attribute`` of the ASGI app
+    app: str
+    #: keyword arguments of :func:`policies`
+    policies: dict[str, Any] = field(default_factory=dict)
+    #: the ledger's URL (:func:`sluicegate.ledger.ledger_from_url`), or None
+    ledger: str | None = None
+    #: read timeouts in seconds (None: off), see :mod:`sluicegate.cli.readtimeouts`
+    header_timeout: float | None = DEFAULT_HEADER_TIMEOUT
+    body_timeout: float | None = DEFAULT_BODY_TIMEOUT
+    #: fix glibc's mmap threshold and trim when idle, see :mod:`sluicegate.cli.malloc`
+    return_memory: bool = True
+
+    def http(self) -> type[asyncio.Protocol]:
+        """The HTTP protocol class these settings ask for (see :func:`guarded_http`).
+
+        A guard cuts streams; the protocol makes the cut hang up on the client. What a
+        complete response left queued gets the same patience as a waiting send.
+        """
+        guard, _ = policies(**self.policies)
+        return guarded_http(
+            None if guard is None else guard.wait_limit,
+            header_timeout=self.header_timeout,
+            body_timeout=self.body_timeout,
+        )
+
+    def to_json(self) -> str:
+        """The settings as one JSON string."""
+        return json.dumps(dataclasses.asdict(self))
+
+    @classmethod
+    def from_json(cls, text: str) -> ProcessSettings:
+        """Settings written by :meth:`to_json`."""
+        return cls(**json.loads(text))
+
+
+def setup_process(settings: ProcessSettings) -> Any:
+    """Set this process's :data:`sluicegate.defaults` and return the app to serve.
+
+    The app is wrapped in a :class:`~sluicegate.ledger.mount.LedgerMount` when there
+    is a ledger. Raises :class:`~sluicegate.errors.ConfigError` or ``click.BadParameter``
+    on bad settings, before changing anything.
+    """
+    from sluicegate.ledger import ledger_from_url
+    from sluicegate.ledger.mount import LedgerMount
+
+    guard, budgets = policies(**settings.policies)
+    ledger = ledger_from_url(settings.ledger) if settings.ledger else None
+    app = load_app(settings.app)
+    if guard is not None:
+        defaults.guard = guard
+    if budgets is not None:
+        defaults.admission = budgets
+    if ledger is not None:
+        defaults.ledger = ledger
+        defaults.ledger_path = LEDGER_PATH
+        app = LedgerMount(app, ledger, LEDGER_PATH)
+    if settings.return_memory and malloc.tune():
+        malloc.IdleTrimmer().start()  # a daemon thread: it ends with the process
+    return app
+
+
+def worker_app() -> Any:
+    """The app of one ``--workers`` process: uvicorn calls it (``factory=True``) there."""
+    return setup_process(ProcessSettings.from_json(os.environ[WORKER_SETTINGS]))
+
+
+_worker_protocol: Any = None
+
+
+def worker_http(**kwargs: Any) -> asyncio.Protocol:
+    """A ``--workers`` process's guarded HTTP protocol (see :func:`guarded_http`).
+
+    uvicorn needs the protocol as an import string to hand it to a new process (a class
+    made at run time cannot be pickled), so this function stands in for the class: it
+    builds it once, from the settings, in the process that uses it.
+    """
+    global _worker_protocol
+    if _worker_protocol is None:
+        _worker_protocol = ProcessSettings.from_json(os.environ[WORKER_SETTINGS]).http()
+    protocol: asyncio.Protocol = _worker_protocol(**kwargs)
+    return protocol
+
+
+def _check_ledger(url: str) -> None:
+    """Open and close the ledger once, so that a bad ``--ledger`` fails before serving."""
+    from sluicegate.errors import LedgerError
+    from sluicegate.ledger import ledger_from_url
+
+    async def probe() -> None:
+        ledger = ledger_from_url(url)
+        await ledger.open()
+        await ledger.close()
+
+    try:
+        asyncio.run(probe())
+    except (ConfigError, LedgerError, OSError) as exc:
+        fail(f"--ledger: {exc}")
+
+
+def _supervise(config: Any, sock: socket.socket) -> None:
+    """Run ``config.workers`` uvicorn worker processes on ``sock`` until told to stop."""
+    import uvicorn
+    from uvicorn.supervisors import Multiprocess
+
+    # uvicorn >= 0.36 builds each worker's Server itself; older ones take a target.
+    if "target" in inspect.signature(Multiprocess.__init__).parameters:
+        target = uvicorn.Server(config).run
+        Multiprocess(config, target=target, sockets=[sock]).run()  # type: ignore[call-arg]
+    else:
+        Multiprocess(config, sockets=[sock]).run()
+
+
 def _positive_number(value: object) -> bool:
     return isinstance(value, int | float) and not isinstance(value, bool) and 0 < value < 1e9
 
@@ -320,6 +463,21 @@ def _grace(text: str) -> float:
     help="Refuse new streams while sluicegate holds this many bytes (per process).",
 )
 @click.option(
+    "--ledger",
+    "ledger_url",
+    metavar="URL",
+    help="Record every stream in a transfer ledger and serve it at /transfers: a SQLite "
+    "path (or sqlite:///abs/path.db) or redis://host:port/db.",
+)
+@click.option(
+    "--workers",
+    default=1,
+    show_default=True,
+    type=click.IntRange(1, 256),
+    help="Worker processes on the one socket. Budgets, guard and ledger connection are "
+    "per process: --max-streams 100 --workers 4 admits up to 400 streams.",
+)
+@click.option(
     "--header-timeout",
     default=f"{DEFAULT_HEADER_TIMEOUT:g}s",
     show_default=True,
@@ -353,6 +511,8 @@ def serve_command(
     max_streams: int | None,
     max_streams_per_client: int | None,
     max_buffered: str | None,
+    ledger_url: str | None,
+    workers: int,
     header_timeout: str,
     body_timeout: str,
     return_memory: bool,
@@ -363,69 +523,96 @@ def serve_command(
     Slow-reader defences (off unless given, except --sndbuf):
       sluicegate serve --sndbuf 128K --stall-timeout 30s --min-rate 4K \\
                        --max-streams 1000 --max-streams-per-client 8
+
+    \b
+    A transfer ledger at /transfers, and four worker processes:
+      sluicegate serve --ledger /var/lib/app/transfers.db --workers 4
     """
     import uvicorn
 
     sndbuf_bytes = parse_option(_sndbuf, sndbuf, "--sndbuf")
+    options: dict[str, Any] = {
+        "stall_timeout": parse_option(_positive_duration, stall_timeout, "--stall-timeout"),
+        "min_rate": parse_option(parse_rate, min_rate, "--min-rate"),
+        "rate_window": parse_option(_positive_duration, rate_window, "--rate-window"),
+        "grace": parse_option(_grace, grace, "--grace"),
+        "max_streams": max_streams,
+        "max_streams_per_client": max_streams_per_client,
+        "max_buffered": parse_option(parse_size, max_buffered, "--max-buffered"),
+    }
     head_limit = parse_option(_positive_duration, header_timeout, "--header-timeout")
     body_limit = parse_option(_positive_duration, body_timeout, "--body-timeout")
     try:
-        guard, budgets = policies(
-            stall_timeout=parse_option(_positive_duration, stall_timeout, "--stall-timeout"),
-            min_rate=parse_option(parse_rate, min_rate, "--min-rate"),
-            rate_window=parse_option(_positive_duration, rate_window, "--rate-window"),
-            grace=parse_option(_grace, grace, "--grace"),
-            max_streams=max_streams,
-            max_streams_per_client=max_streams_per_client,
-            max_buffered=parse_option(parse_size, max_buffered, "--max-buffered"),
-        )
+        guard, budgets = policies(**options)
     except ConfigError as exc:
         fail(str(exc))
+    settings = ProcessSettings(
+        app=app_spec,
+        policies=options,
+        ledger=ledger_url,
+        header_timeout=head_limit,
+        body_timeout=body_limit,
+        return_memory=return_memory,
+    )
     try:
-        app = load_app(app_spec)
+        load_app(app_spec)
     except click.BadParameter as exc:
         fail(f"--app: {exc.message}")
+    if ledger_url is not None:
+        _check_ledger(ledger_url)
     try:
         sock = bind_socket(host, port, sndbuf=sndbuf_bytes)
     except OSError as exc:
         fail(f"cannot listen on {host}:{port}: {exc.strerror or exc}")
-    # Only now, with nothing left to fail: the defaults are process-wide.
-    if guard is not None:
-        defaults.guard = guard
-    if budgets is not None:
-        defaults.admission = budgets
-    # A guard cuts streams; the protocol makes the cut hang up on the client (see
-    # guarded_http). What a complete response left queued gets the same patience as
-    # a waiting send.
-    http: Any = guarded_http(
-        None if guard is None else guard.wait_limit,
-        header_timeout=head_limit,
-        body_timeout=body_limit,
-    )
-    config = uvicorn.Config(app, host=host, port=port, log_level=log_level, http=http)
-    effective = sock.getsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF)
-    # uvicorn's logger: configured by Config above, so the line shows at --log-level info.
-    logging.getLogger("uvicorn.error").info(
-        "sluicegate: listening on %s:%d; SO_SNDBUF %s per connection; guard %s "
-        "(a send may wait %s); budgets %s; read timeouts %g s (head), %g s (body stall)",
-        host,
-        sock.getsockname()[1],
-        f"{effective:,} bytes" if sndbuf_bytes is not None else "autotuned",
-        guard,
-        f"{guard.wait_limit:g} s" if guard is not None else "forever",
-        _describe(budgets),
-        head_limit,
-        body_limit,
-    )
-    trimmer = None
-    if return_memory and malloc.tune():
-        trimmer = malloc.IdleTrimmer().start()
     try:
-        uvicorn.Server(config).run(sockets=[sock])
+        config = _config(settings, workers, host=host, port=port, log_level=log_level)
+        effective = sock.getsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF)
+        # uvicorn's logger: configured by Config above, so the line shows at --log-level info.
+        logging.getLogger("uvicorn.error").info(
+            "sluicegate: listening on %s:%d; SO_SNDBUF %s per connection; guard %s "
+            "(a send may wait %s); budgets %s (per process); ledger %s; %d worker(s); "
+            "read timeouts %g s (head), %g s (body stall)",
+            host,
+            sock.getsockname()[1],
+            f"{effective:,} bytes" if sndbuf_bytes is not None else "autotuned",
+            guard,
+            f"{guard.wait_limit:g} s" if guard is not None else "forever",
+            _describe(budgets),
+            f"{ledger_url} at {LEDGER_PATH}" if ledger_url else "none",
+            workers,
+            head_limit,
+            body_limit,
+        )
+        if workers > 1:
+            _supervise(config, sock)
+        else:
+            uvicorn.Server(config).run(sockets=[sock])
     finally:
-        if trimmer is not None:
-            trimmer.stop()
         sock.close()
+
+
+def _config(settings: ProcessSettings, workers: int, **options: Any) -> Any:
+    """uvicorn's Config: this process set up and serving, or ``workers`` processes to be.
+
+    The HTTP protocol is :meth:`ProcessSettings.http` (read timeouts, and hanging up
+    on the clients a guard cut).
+    """
+    import uvicorn
+
+    if workers > 1:
+        # Each worker is a new process: it sets itself up from the environment.
+        os.environ[WORKER_SETTINGS] = settings.to_json()
+        return uvicorn.Config(
+            f"{__name__}:worker_app",
+            factory=True,
+            workers=workers,
+            http=f"{__name__}:worker_http",
+            **options,
+        )
+    # Only now, with nothing left to fail: the defaults are process-wide.
+    app = setup_process(settings)
+    http_class: Any = settings.http()
+    return uvicorn.Config(app, http=http_class, **options)
 
 
 def _describe(budgets: object) -> str:

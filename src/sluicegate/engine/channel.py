@@ -146,7 +146,7 @@ class Channel:
         charset: str = "utf-8",
         *,
         when_full: Callable[[], Awaitable[None] | None] | None = None,
-        on_turn: Callable[[], bool] | None = None,
+        on_turn: Callable[[], bool | None] | None = None,
         on_flush: Callable[[], Awaitable[None]] | None = None,
     ) -> None:
         """Put everything ``chunks`` yields, waiting for room before each next pull.
@@ -160,7 +160,8 @@ class Channel:
         ``on_turn`` is called at the next turn of the event loop after bytes were
         queued, that is once this task has let go: when the producer waits for
         something, what it made so far can leave. If it returns True (it started a
-        sender), the next chunk is held for one turn so that it does not join them.
+        sender), the next chunk is held for one turn so that it does not join them;
+        if it returns None, it is called again at the next turn.
         ``on_flush`` is awaited after a :data:`FLUSH`: what came before may leave now.
         """
         loop = self._attach()
@@ -215,9 +216,14 @@ class Channel:
                 if self.closed:
                     return
 
-    def _turn(self, callback: Callable[[], bool]) -> None:
+    def _turn(self, callback: Callable[[], bool | None]) -> None:
+        turned = callback()
+        if turned is None:
+            assert self._loop is not None
+            self._loop.call_soon(self._turn, callback)
+            return
         self._turn_pending = False
-        self._turned = callback()
+        self._turned = turned
 
     def put_threadsafe(self, chunk: Bytes, timeout: float | None = None) -> None:
         """Add a chunk from a thread that is not the event loop's.

@@ -36,7 +36,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Generator
+import types
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Generator, Iterator
 from typing import Any, Final, Protocol
 
 from sluicegate.engine.channel import Bytes, Channel
@@ -144,11 +145,6 @@ class SendGuard(Protocol):
         """Why the stream must be cut now (a short sentence), or None to go on."""
 
 
-# A pump that never has to wait would keep the event loop to itself for a whole
-# download; it lets other tasks in after this many messages.
-_YIELD_EVERY = 16
-
-
 class Pump:
     """Moves one response's bytes from its channel to the server's ``send``.
 
@@ -186,7 +182,8 @@ class Pump:
         self.finished = False
         self._sender: asyncio.Task[None] | None = None
         self._head: asyncio.Future[None] | None = None
-        self._inline = 0
+        # Inside _pause(): a turn of the loop we asked for, not a producer waiting.
+        self._pausing = False
         # run_iterator has left fill(): a turn callback still queued must do nothing.
         self._done = False
 
@@ -234,6 +231,9 @@ class Pump:
             await self._send_message(chunk, more)
             if not more:
                 return
+            # A producer thread may keep the channel full: let the loop turn so that
+            # a client that left is noticed before the next message.
+            await self._pause()
             chunk = channel.take(self.max_message)
             if chunk is None:
                 chunk = await next_message(channel, self.max_message)
@@ -242,56 +242,71 @@ class Pump:
 
     # -- the iterator path's pieces ----------------------------------------------------
 
-    def _make_room(self) -> Awaitable[None] | None:
+    def _make_room(self) -> Awaitable[None]:
         """The channel is at the mark: send now, or wait for the sender to catch up.
 
-        Returns None when everything could be sent at once (the fast path: no
-        coroutine, no await), else something to await.
-        """
-        if self.started and self._sender is None:
-            self._send_ready(below=self.channel.limit)
-            self._inline += 1
-            yield_now = self._inline % _YIELD_EVERY == 0
-            if self._sender is None and not yield_now:
-                return None
-            return self._wait_for_room(yield_now)
-        return self._wait_for_room(False)
-
-    def _send_ready(self, below: int = 1) -> None:
-        """Send queued bytes until fewer than ``below`` are left (default: all of them).
-
-        Sends go out inline while the server takes them at once; the first that has
-        to wait is handed to a sender task, which then sends the rest.
+        The fast path sends one message inline and returns :meth:`_pause`, the
+        cheapest await there is: one turn of the loop, no coroutine object.
         """
         channel = self.channel
-        while self._sender is None and channel.queued >= below:
-            chunk = channel.take(self.max_message)
-            if chunk is None:
-                return
+        if self.started and self._sender is None:
+            self._send_one()
+            if self._sender is None and channel.queued < channel.limit:
+                return self._pause()
+        return self._wait_for_room()
+
+    def _send_one(self) -> None:
+        """Send the next message inline, or hand it to a sender task if it must wait."""
+        chunk = self.channel.take(self.max_message)
+        if chunk is not None:
             self._send_or_hand_over(chunk)
 
-    async def _wait_for_room(self, yield_now: bool) -> None:
+    async def _wait_for_room(self) -> None:
         channel = self.channel
-        if self._sender is None:
-            if not self.started:
-                await self._commit()
-                self._send_ready(below=channel.limit)
-            if yield_now:
-                await asyncio.sleep(0)
+        if not self.started:
+            await self._commit()
+        while self._sender is None and channel.queued >= channel.limit:
+            self._send_one()
+            if self._sender is None:
+                await self._pause()
         while self._sender is not None and channel.buffered >= channel.limit:
             await channel.wait_room()
             if channel.closed:
                 await self._stop_sender()  # raises the sender's error
                 return
 
+    @types.coroutine
+    def _pause(self) -> Generator[None, None, None]:
+        """Let the event loop turn once after a message the server took at once.
+
+        Only a turn lets the server learn that the client left, and servers on ASGI
+        2.3 return from ``send()`` at once after that: without it, a producer that
+        never waits would run on for the rest of the body. Cancellation (the client
+        left) lands here, before the next chunk is made.
+        """
+        self._pausing = True
+        try:
+            yield
+        finally:
+            self._pausing = False
+
     async def _flush(self) -> None:
         """The producer asked for what it made to leave now (``FLUSH``)."""
         if self._sender is None:
             await self._commit()
-            self._send_ready()
+            while self._sender is None and self.channel.has_queued:
+                self._send_one()
+                if self._sender is None:
+                    await self._pause()
 
-    def _on_turn(self) -> bool:
-        """The producer let the loop turn with bytes queued: let them leave now."""
+    def _on_turn(self) -> bool | None:
+        """The producer let the loop turn with bytes queued: let them leave now.
+
+        None while the pump itself let the loop turn (:meth:`_pause`): ask again at
+        the next turn.
+        """
+        if self._pausing:
+            return None
         if self.ended or self._done:
             return False  # _finish (or the error path) owns the rest
         if self._sender is None and not self.finished and self.channel.has_queued:
@@ -304,9 +319,11 @@ class Pump:
         n = chunk.nbytes if type(chunk) is memoryview else len(chunk)
         self._account(chunk)
         message = {"type": "http.response.body", "body": chunk, "more_body": True}
+        # Stepped by hand to learn whether the server takes it at once. ASGI promises
+        # an awaitable, not a coroutine: its iterator may have no send() (granian).
         step = self._send(message).__await__()
         try:
-            waiting_on = step.send(None)
+            waiting_on = next(step)
         except OSError as exc:  # ASGI 2.4: send() raises once the client is gone
             raise ClientDisconnected("the client went away") from exc
         except StopIteration:
@@ -470,23 +487,29 @@ class _Resume:
 
     __slots__ = ("_first", "_step")
 
-    def __init__(self, step: Generator[Any, Any, Any], first: Any) -> None:
+    def __init__(self, step: Iterator[Any], first: Any) -> None:
         self._step = step
         self._first = first
 
     def __await__(self) -> Generator[Any, Any, Any]:
         step = self._step
         value = self._first
+        # An awaitable's iterator need not be a generator: send() and throw() are
+        # optional, as they are to ``await`` itself.
+        send = getattr(step, "send", None)
+        throw = getattr(step, "throw", None)
         while True:
             try:
                 sent = yield value
             except BaseException as exc:  # cancellation, mostly: pass it in
+                if throw is None:
+                    raise
                 try:
-                    value = step.throw(exc)
+                    value = throw(exc)
                 except StopIteration as stop:
                     return stop.value
             else:
                 try:
-                    value = step.send(sent)
+                    value = next(step) if sent is None or send is None else send(sent)
                 except StopIteration as stop:
                     return stop.value

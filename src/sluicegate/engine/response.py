@@ -213,13 +213,14 @@ class StreamResponse(Response):
         channel = source.channel if isinstance(source, ChannelSource) else None
         if channel is None:
             channel = Channel(self.high_water_mark, "wait")
-        metrics = self.metrics = REGISTRY.open(scope.get("path", ""))
+        metrics = self.metrics = REGISTRY.open(scope.get("path", ""), scope.get("method", ""))
         producer = Producer(source, channel, metrics)
         state: StreamState = "failed"
         ticket: AdmissionTicket | None = None
         try:
             admitted = self.admission.admit(scope) if self.admission is not None else None
             if isinstance(admitted, Refusal):
+                REGISTRY.committed(metrics, 503)
                 await send_problem(
                     send,
                     503,
@@ -321,6 +322,7 @@ class StreamResponse(Response):
                 exc.add_note(f"sluicegate: response aborted after {pump.metrics.bytes_sent} bytes")
                 raise
             logger.exception("producer failed before the first chunk of %s", scope.get("path"))
+            REGISTRY.committed(self.metrics, 500)
             await send_problem(
                 send,
                 500,
@@ -347,6 +349,8 @@ class StreamResponse(Response):
             message["headers"] = [*headers, (b"trailer", b"repr-digest")]
             message["trailers"] = True
         await send(message)
+        if self.metrics is not None:
+            REGISTRY.committed(self.metrics, self.status_code)
 
     async def _begin_transfer(self, scope: Scope, size: int | None) -> str | None:
         """Open the ledger record and add its headers; None without a ledger."""

@@ -43,8 +43,6 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any, Final, Literal
 
-import psutil  # type: ignore[import-untyped]
-
 from sluicegate.errors import ConfigError, LedgerError, UnknownTransfer
 from sluicegate.ledger.base import Ledger
 from sluicegate.ledger.model import (
@@ -55,6 +53,7 @@ from sluicegate.ledger.model import (
     TransferState,
     new_transfer_id,
 )
+from sluicegate.ledger.procinfo import process_alive, process_started
 
 __all__ = ["SQLiteLedger"]
 
@@ -531,12 +530,7 @@ class SQLiteLedger(Ledger):
                 if statement.strip():
                     conn.execute(statement)
             conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
-            me = psutil.Process()
-            conn.execute(
-                "INSERT INTO owners (id, host, pid, proc_started, heartbeat_at)"
-                " VALUES (?, ?, ?, ?, ?)",
-                (self.owner_id, socket.gethostname(), me.pid, me.create_time(), time.time()),
-            )
+            self._register_owner(conn)
             self._maintain(conn)
             conn.execute("COMMIT")
         except BaseException:
@@ -605,6 +599,13 @@ class SQLiteLedger(Ledger):
         with contextlib.suppress(RuntimeError):  # the loop is gone: nobody is waiting
             self._loop.call_soon_threadsafe(fn, *args)
 
+    def _register_owner(self, conn: sqlite3.Connection) -> None:
+        pid = os.getpid()
+        conn.execute(
+            "INSERT INTO owners (id, host, pid, proc_started, heartbeat_at) VALUES (?, ?, ?, ?, ?)",
+            (self.owner_id, socket.gethostname(), pid, process_started(pid) or 0.0, time.time()),
+        )
+
     def _heartbeat(self, conn: sqlite3.Connection) -> None:
         beat = conn.execute(
             "UPDATE owners SET heartbeat_at = ? WHERE id = ?", (time.time(), self.owner_id)
@@ -612,12 +613,7 @@ class SQLiteLedger(Ledger):
         if beat.rowcount == 0:
             # Another worker judged us dead (we stalled past stale_after) and retired our
             # streams; come back so that new transfers have a live owner.
-            me = psutil.Process()
-            conn.execute(
-                "INSERT INTO owners (id, host, pid, proc_started, heartbeat_at)"
-                " VALUES (?, ?, ?, ?, ?)",
-                (self.owner_id, socket.gethostname(), me.pid, me.create_time(), time.time()),
-            )
+            self._register_owner(conn)
 
     def _maintain(self, conn: sqlite3.Connection) -> None:
         """Retire the streams of dead owners, then prune by age and by count."""
@@ -628,7 +624,7 @@ class SQLiteLedger(Ledger):
             (self.owner_id,),
         ).fetchall():
             stale = now - beat > self.stale_after
-            gone = owner_host == host and not _process_alive(pid, proc_started)
+            gone = owner_host == host and not process_alive(pid, proc_started)
             if stale or gone:
                 conn.execute(
                     "UPDATE transfers SET state = 'interrupted', ended_at = max(started_at, ?)"
@@ -736,19 +732,6 @@ def _row(rec: TransferRecord, owner: str) -> tuple[Any, ...]:
         None if rec.error is None else rec.error.error_class,
         None if rec.error is None else rec.error.message,
     )
-
-
-def _process_alive(pid: int, started: float) -> bool:
-    """True if ``pid`` runs and is the process that started at ``started`` (not a reuse)."""
-    try:
-        proc = psutil.Process(pid)
-        if proc.status() == psutil.STATUS_ZOMBIE:
-            return False
-        return bool(abs(proc.create_time() - started) < 1.0)
-    except psutil.NoSuchProcess:
-        return False
-    except psutil.Error:  # exists but we may not look: assume alive, the heartbeat decides
-        return True
 
 
 # -- helpers that run on the event loop ------------------------------------------------
