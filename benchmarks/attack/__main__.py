@@ -114,6 +114,9 @@ def log_row(log: Path, phase: str) -> Row:
     tracebacks = text.count("Traceback")
     errors = sum(1 for line in text.splitlines() if line.startswith("ERROR"))
     result = "pass" if tracebacks == 0 else f"**FAIL** ({tracebacks} tracebacks)"
+    if tracebacks:
+        first = text[text.index("Traceback") :].splitlines()
+        print("first traceback in the server log:", *first[:60], sep="\n", file=sys.stderr)
     return ("logs", f"server log during {phase}", result,
             f"{tracebacks} tracebacks, {errors} ERROR lines")  # fmt: skip
 

@@ -251,8 +251,10 @@ def reset(transport: asyncio.WriteTransport) -> None:
     (an orphan socket holding its send buffer) for minutes.
     """
     sock = transport.get_extra_info("socket")
-    if sock is not None:
-        with contextlib.suppress(OSError):
+    if sock is not None and sock.fileno() >= 0:
+        # uvloop's socket of a connection that closed meanwhile raises ValueError
+        # (negative file descriptor), asyncio's OSError: either way, nothing to reset.
+        with contextlib.suppress(OSError, ValueError):
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
     transport.abort()
 
