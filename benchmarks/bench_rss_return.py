@@ -1,5 +1,5 @@
 """Does the server's RSS come back after load? ``sluicegate serve`` with and without
-``--return-memory`` (glibc's mmap threshold fixed, ``malloc_trim`` when idle).
+``--return-memory`` (mmap threshold fixed, ``malloc_trim`` when idle) and its variants.
 
 Run ``python -m benchmarks.bench_rss_return`` (127.0.0.1 only, about a minute). For
 each setting it starts ``sluicegate serve`` (uvicorn, the example app), records the
@@ -152,8 +152,11 @@ def report(runs: list[Run], args: argparse.Namespace) -> list[str]:
     lines += [
         "",
         "`GLIBC_TUNABLES=glibc.malloc.mmap_threshold=262144` fixes the mmap threshold "
-        "the way `mallopt(M_MMAP_THRESHOLD)` does, without the idle `malloc_trim`: it "
-        "separates the two causes. *Met, after* is the first sample from which RSS stayed "
+        "the way `mallopt(M_MMAP_THRESHOLD)` does, without the idle `malloc_trim`; "
+        "`--return-memory` (the default) fixes the threshold at 32 MiB (chunks stay on the "
+        "heap) and trims when idle; `SLUICEGATE_MMAP_THRESHOLD=0` leaves the threshold "
+        "dynamic (the trim alone), `=256K` mmaps every chunk. Server CPU covers the load and the "
+        "10 s after it. *Met, after* is the first sample from which RSS stayed "
         "within the target (0.0 s: already at the first sample after the end). "
         "Shared 2-core machine; other work ran at the same time. RSS is the server "
         "process's (psutil).",
@@ -172,7 +175,9 @@ def main(argv: list[str] | None = None) -> int:
         Run("keep", ["--keep-memory"]),
         # What mallopt(M_MMAP_THRESHOLD) alone does, set by glibc itself at start.
         Run("threshold", ["--keep-memory"], {"GLIBC_TUNABLES": TUNABLE}),
-        Run("return", ["--return-memory"]),
+        Run("return", ["--return-memory"]),  # 32 MiB threshold and the idle trim
+        Run("trim", ["--return-memory"], {"SLUICEGATE_MMAP_THRESHOLD": "0"}),
+        Run("mmap", ["--return-memory"], {"SLUICEGATE_MMAP_THRESHOLD": "256K"}),
     ]
     with tempfile.TemporaryDirectory(prefix="bench-rss-") as tmp:
         for run in runs:

@@ -35,3 +35,14 @@ def test_the_trimmer_trims_once_per_busy_period() -> None:
     # polls with none live at either: one more. Idle after that: none.
     assert polls >= len(script) + 5
     assert trimmer.trims == 2
+
+
+def test_the_threshold_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(malloc.ENV_THRESHOLD, "0")  # trim only: nothing to set
+    assert malloc.tune()
+    monkeypatch.setenv(malloc.ENV_THRESHOLD, "lots")  # a warning, then the default
+    assert malloc.tune()
+    monkeypatch.setenv(malloc.ENV_THRESHOLD, "512K")
+    assert malloc.tune()
+    monkeypatch.delenv(malloc.ENV_THRESHOLD)
+    assert malloc.tune()

@@ -1,26 +1,33 @@
 """Give memory back to the system after load, on glibc (what ``sluicegate serve`` does).
 
-A stream of 1 MiB chunks frees every chunk it made, yet the server's RSS stays high
-once the streams end. The cause is glibc's malloc, not a leak:
+A stream of 1 MiB chunks frees every chunk it made, yet the server's RSS can stay
+hundreds of MiB high once the streams end. The cause is glibc's malloc, not a leak:
 
 * Blocks of at least ``M_MMAP_THRESHOLD`` bytes (128 KiB at start) get their own
   ``mmap`` and go back to the kernel on ``free``. But glibc raises the threshold to the
-  size of any mmapped block that is freed (up to 32 MiB), so after the first 1 MiB
-  chunk is freed the next ones come from the heap instead.
-* Freed heap memory returns to the kernel only from the top of the heap
-  (``M_TRIM_THRESHOLD``); with thousands of chunks freed in any order, holes in the
-  middle stay resident.
+  size of any mmapped block that is freed (up to 32 MiB), so after some 1 MiB chunks
+  are freed the next ones come from the heap instead, at a moment that depends on
+  timing.
+* Freed heap memory returns to the kernel only from the top of the heap; with
+  thousands of chunks freed in any order, holes in the middle stay resident.
 
-Two calls fix it, both through :mod:`ctypes` because Python exposes neither:
+Measured (BENCHMARKS.md, "RSS after load"; 500 streams of 1 MiB chunks): with glibc's
+defaults, 103 to 576 MiB stayed (idle 35-37 MiB) from run to run, and server CPU
+swung with it (2.7-3.9 s), as the chunks came from the heap or from ``mmap``. A low
+fixed threshold (256 KiB) brings RSS back, which confirms the cause, but makes every
+chunk an ``mmap``/``munmap`` pair with fresh page faults: about 45 % more server CPU.
+What ``--return-memory`` does instead:
 
-* :func:`tune` sets ``M_MMAP_THRESHOLD`` once at start. Setting it also turns the
-  dynamic adjustment off, so every block of at least that size is mmapped and
-  unmapped on free, however many have been freed before.
+* :func:`tune` fixes the threshold *high* (:data:`DEFAULT_MMAP_THRESHOLD`, 32 MiB):
+  chunks always come from the heap and are reused (the cheap path, every run), and
+  the threshold no longer moves;
 * :class:`IdleTrimmer` calls ``malloc_trim(0)`` once the process goes idle (no live
-  stream, see :data:`sluicegate.engine.metrics.REGISTRY`): it returns the free pages
-  in the middle of the heap and of every thread's arena.
+  stream, see :data:`sluicegate.engine.metrics.REGISTRY`), which returns the free
+  pages in the middle of the heap and of every thread's arena: RSS was back at
+  43-44 MiB within a second, with server CPU at the cheap path's 2.9-3.0 s.
 
-On anything but glibc both do nothing (musl and macOS manage memory differently).
+Both call glibc through :mod:`ctypes` (Python exposes neither) and do nothing
+elsewhere (musl and macOS manage memory differently).
 """
 
 from __future__ import annotations
@@ -28,18 +35,24 @@ from __future__ import annotations
 import ctypes
 import ctypes.util
 import logging
+import os
 import platform
 import sys
 import threading
 from collections.abc import Callable
 
-__all__ = ["DEFAULT_MMAP_THRESHOLD", "IdleTrimmer", "glibc", "trim", "tune"]
+__all__ = ["DEFAULT_MMAP_THRESHOLD", "ENV_THRESHOLD", "IdleTrimmer", "glibc", "trim", "tune"]
 
 logger = logging.getLogger("sluicegate")
 
-#: Blocks of at least this size are mmapped (and unmapped on free). Below it are the
-#: 64 KiB messages a server writes in a steady stream: the heap serves them well.
-DEFAULT_MMAP_THRESHOLD = 256 * 1024
+#: The threshold :func:`tune` sets: glibc's largest on 64-bit (``HEAP_MAX_SIZE / 2``),
+#: the ceiling its dynamic threshold rises to anyway. Blocks below it come from the
+#: heap, are reused under load and go back to the kernel at the idle trim.
+DEFAULT_MMAP_THRESHOLD = 32 << 20
+
+#: Environment variable that overrides the threshold :func:`tune` sets (a size such as
+#: ``256K``); ``0`` leaves glibc's dynamic threshold alone.
+ENV_THRESHOLD = "SLUICEGATE_MMAP_THRESHOLD"
 
 _M_MMAP_THRESHOLD = -3  # from glibc's malloc.h
 
@@ -54,12 +67,36 @@ def glibc() -> ctypes.CDLL | None:
         return None
 
 
-def tune(mmap_threshold: int = DEFAULT_MMAP_THRESHOLD) -> bool:
-    """Fix glibc's mmap threshold at ``mmap_threshold`` bytes; False if not glibc."""
+def tune(mmap_threshold: int | None = None) -> bool:
+    """Fix glibc's mmap threshold at ``mmap_threshold`` bytes; False if not glibc.
+
+    ``None`` takes :data:`ENV_THRESHOLD` if set, else :data:`DEFAULT_MMAP_THRESHOLD`;
+    ``0`` leaves glibc's dynamic threshold as it is. True whenever glibc is there.
+    """
     libc = glibc()
     if libc is None:
         return False
-    return bool(libc.mallopt(_M_MMAP_THRESHOLD, ctypes.c_int(mmap_threshold)))
+    if mmap_threshold is None:
+        mmap_threshold = _threshold_from_env()
+    if mmap_threshold > 0 and not libc.mallopt(_M_MMAP_THRESHOLD, ctypes.c_int(mmap_threshold)):
+        logger.warning("glibc refused an mmap threshold of %d bytes", mmap_threshold)
+    return True
+
+
+def _threshold_from_env() -> int:
+    from sluicegate.errors import ConfigError
+    from sluicegate.units import parse_size
+
+    text = os.environ.get(ENV_THRESHOLD)
+    if text is None:
+        return DEFAULT_MMAP_THRESHOLD
+    try:
+        value = parse_size(text)
+    except ConfigError as exc:
+        logger.warning("%s ignored: %s", ENV_THRESHOLD, exc)
+        return DEFAULT_MMAP_THRESHOLD
+    # glibc refuses thresholds above HEAP_MAX (32 MiB on 64-bit): mallopt says False.
+    return min(value, 1 << 30)
 
 
 def trim() -> bool:

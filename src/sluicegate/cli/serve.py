@@ -497,8 +497,8 @@ def _grace(text: str) -> float:
     "--return-memory/--keep-memory",
     default=True,
     show_default=True,
-    help="On glibc: fix malloc's mmap threshold and trim the heap when idle, so RSS "
-    "falls back after load (see sluicegate.cli.malloc).",
+    help="On glibc: keep chunks on the heap and give freed memory back (malloc_trim) "
+    "once streams go idle, so RSS falls back after load (see sluicegate.cli.malloc).",
 )
 def serve_command(
     host: str,
