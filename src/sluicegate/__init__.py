@@ -43,6 +43,7 @@ from sluicegate.errors import (
     StreamTimedOut,
     UnknownTransfer,
 )
+from sluicegate.events import Broadcast, Event, EventStream
 from sluicegate.http.files import FileResponse, StaticDirectory
 from sluicegate.http.html import HTMLStream, Retry, Section, retry
 from sluicegate.http.ranges import Representation
@@ -66,6 +67,7 @@ __all__ = [
     "FLUSH",
     "Admission",
     "AdmissionTicket",
+    "Broadcast",
     "Budgets",
     "Channel",
     "ChannelClosed",
@@ -74,6 +76,8 @@ __all__ = [
     "ClientDisconnected",
     "ConfigError",
     "Defaults",
+    "Event",
+    "EventStream",
     "FileResponse",
     "Guard",
     "GuardFactory",

@@ -277,6 +277,8 @@ class ProcessSettings:
     body_timeout: float | None = DEFAULT_BODY_TIMEOUT
     #: fix glibc's mmap threshold and trim when idle, see :mod:`sluicegate.cli.malloc`
     return_memory: bool = True
+    #: the Redis URL of the example app's ``/events`` feed, or None (in memory)
+    broadcast: str | None = None
 
     def http(self) -> type[asyncio.Protocol]:
         """The HTTP protocol class these settings ask for (see :func:`guarded_http`).
@@ -324,6 +326,17 @@ def setup_process(settings: ProcessSettings) -> Any:
         app = LedgerMount(app, ledger, LEDGER_PATH)
     if settings.return_memory and malloc.tune():
         malloc.IdleTrimmer().start()  # a daemon thread: it ends with the process
+    if settings.broadcast is not None:
+        from sluicegate.cli import examples
+
+        examples.use_broadcast(settings.broadcast)
+    # Open event streams get a final event and a retry hint when uvicorn shuts down,
+    # instead of holding the shutdown up (see sluicegate.events.lifecycle).
+    import uvicorn
+
+    from sluicegate.events.lifecycle import graceful_uvicorn
+
+    graceful_uvicorn(uvicorn.Server)
     return app
 
 
@@ -363,6 +376,13 @@ def _check_ledger(url: str) -> None:
         asyncio.run(probe())
     except (ConfigError, LedgerError, OSError) as exc:
         fail(f"--ledger: {exc}")
+
+
+def _check_broadcast(url: str, app_spec: str) -> None:
+    if app_spec != "sluicegate.cli.examples:app":
+        fail("--broadcast: it puts the example app's /events on Redis; --app apps choose their own")
+    if not url.startswith(("redis://", "rediss://", "unix://")):
+        fail(f"--broadcast: expected a redis://, rediss:// or unix:// URL, not {url!r}")
 
 
 def _supervise(config: Any, sock: socket.socket) -> None:
@@ -480,6 +500,12 @@ def _grace(text: str) -> float:
     "per process: --max-streams 100 --workers 4 admits up to 400 streams.",
 )
 @click.option(
+    "--broadcast",
+    metavar="URL",
+    help="Put the example app's /events feed on Redis Streams (redis://host:port/db), "
+    "so that several serve processes (or --workers) share it.",
+)
+@click.option(
     "--header-timeout",
     default=f"{DEFAULT_HEADER_TIMEOUT:g}s",
     show_default=True,
@@ -518,8 +544,9 @@ def serve_command(
     header_timeout: str,
     body_timeout: str,
     return_memory: bool,
+    broadcast: str | None,
 ) -> None:
-    """Serve an ASGI app on uvicorn (by default the examples: /hello, /download).
+    """Serve an ASGI app on uvicorn (by default the examples: /hello, /download, /events).
 
     \b
     Slow-reader defences (off unless given, except --sndbuf):
@@ -552,6 +579,7 @@ def serve_command(
         app=app_spec,
         policies=options,
         ledger=ledger_url,
+        broadcast=broadcast,
         header_timeout=head_limit,
         body_timeout=body_limit,
         return_memory=return_memory,
@@ -562,6 +590,8 @@ def serve_command(
         fail(f"--app: {exc.message}")
     if ledger_url is not None:
         _check_ledger(ledger_url)
+    if broadcast is not None:
+        _check_broadcast(broadcast, app_spec)
     try:
         sock = bind_socket(host, port, sndbuf=sndbuf_bytes)
     except OSError as exc:

@@ -53,6 +53,7 @@ from sluicegate.errors import ClientDisconnected, ConfigError, StreamTimedOut
 from sluicegate.http.integrity import Digester, digest_of
 from sluicegate.http.problem import send_problem
 from sluicegate.ledger.base import Ledger
+from sluicegate.ledger.gate import EndGate
 
 logger = logging.getLogger("sluicegate")
 
@@ -236,10 +237,14 @@ class StreamResponse(Response):
                 state = "completed"
             else:
                 transfer = await self._begin_transfer(scope, source.size)
+                gated = self._end_gate(transfer, send)
                 try:
-                    state = await self._stream(scope, receive, send, source, channel, producer)
+                    state = await self._stream(
+                        scope, receive, gated or send, source, channel, producer, problem=send
+                    )
                 finally:
-                    await self._finish_transfer(transfer, state, metrics.bytes_sent)
+                    if gated is None or not gated.sealed:
+                        await self._finish_transfer(transfer, state, metrics.bytes_sent)
         finally:
             await producer.stop()
             REGISTRY.close(metrics, state)
@@ -256,6 +261,8 @@ class StreamResponse(Response):
         source: Source,
         channel: Channel,
         producer: Producer,
+        *,
+        problem: Send,
     ) -> StreamState:
         digester = Digester() if self.digest else None
         trailers = digester is not None and _trailers_wanted(scope)
@@ -324,7 +331,7 @@ class StreamResponse(Response):
             logger.exception("producer failed before the first chunk of %s", scope.get("path"))
             REGISTRY.committed(self.metrics, 500)
             await send_problem(
-                send,
+                problem,  # past the end gate: this body is not the transfer's
                 500,
                 "Internal Server Error",
                 "the response failed before any of it was sent",
@@ -370,6 +377,20 @@ class StreamResponse(Response):
         link = f'<{defaults.ledger_path.rstrip("/")}/{transfer}>; rel="transfer-status"'
         self.raw_headers += [(b"transfer-id", transfer.encode()), (b"link", link.encode())]
         return transfer
+
+    def _end_gate(self, transfer: str | None, send: Send) -> EndGate | None:
+        """A ``send`` that holds the body's end until the ledger committed its record."""
+        ledger = self.ledger
+        if transfer is None or ledger is None or not ledger.commit_before_end:
+            return None
+
+        async def seal(sent: int) -> None:
+            # Every byte (or an in-band error record) is about to leave.
+            await self._finish_transfer(
+                transfer, "completed" if self._error is None else "failed", sent
+            )
+
+        return EndGate(send, seal)
 
     async def _finish_transfer(self, transfer: str | None, state: StreamState, sent: int) -> None:
         if transfer is None or self.ledger is None:
