@@ -116,6 +116,16 @@ def main(argv: list[str] | None = None) -> int:
     )
     out += ["### transfer ledger", "", "```", ledger.stdout.strip() or ledger.stderr.strip(), "```"]
     Path(args.output).write_text("\n".join(out) + "\n")
+    print("benchmark: live events (SSE) ...", file=sys.stderr, flush=True)
+    sse = subprocess.run(
+        [sys.executable, "-m", "benchmarks.bench_sse", *(["--quick"] if args.quick else [])],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=3600,
+    )
+    out += [sse.stdout.strip() or f"SSE run failed: {sse.stderr.strip()[-2000:]}", ""]
+    Path(args.output).write_text("\n".join(out) + "\n")
     print(f"wrote {args.output}", file=sys.stderr)
     return 0
 

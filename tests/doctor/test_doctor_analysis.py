@@ -313,3 +313,13 @@ def test_every_finding_has_a_docs_page() -> None:
         assert page.is_file(), page
         text = page.read_text()
         assert text.startswith("# ") and "## How to fix" in text
+
+
+def test_stack_caveats() -> None:
+    def streams(t: float) -> dict[str, float]:
+        return {"active_streams": 1, "caveat:base-http-middleware": 1 + int(t)}
+
+    found = {f.id: f for f in analyze(after_load(streams=streams)).findings}
+    assert found["stack-caveats"].evidence == {"base-http-middleware": 3}
+    assert "BaseHTTPMiddleware" in found["stack-caveats"].recommendation
+    assert "stack-caveats" not in ids(after_load(streams={"active_streams": 1}))

@@ -201,3 +201,20 @@ def test_uvloop_imported_first_is_reported(tmp_path: Path) -> None:
     )
     trace = read_probe_dir(tmp_path)
     assert any("uvloop was imported before install()" in e for e in trace.errors)
+
+
+def test_stack_caveats_are_sampled_with_the_streams(tmp_path: Path) -> None:
+    run_script(
+        f"""
+        import time
+        from sluicegate.engine import metrics
+        from sluicegate.adapters import caveats
+        from sluicegate.doctor import probe
+        probe.install({str(tmp_path)!r}, interval=0.01, net_interval=0.02)
+        caveats.warn_once("base-http-middleware", "under BaseHTTPMiddleware")
+        time.sleep(0.3)
+        """
+    )
+    trace = read_probe_dir(tmp_path)
+    counts = [s.stream("caveat:base-http-middleware") for s in trace.samples]
+    assert 1 in counts

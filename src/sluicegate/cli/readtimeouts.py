@@ -159,7 +159,7 @@ def with_read_timeouts(
             self._rt_loop = asyncio.get_running_loop()
             self._rt_clock = ReadClock(header_timeout=header_timeout, body_timeout=body_timeout)
             self._rt_timer: asyncio.TimerHandle | None = None
-            self._rt_continued = False  # the last check found a client awaiting Continue
+            self._rt_app_waited = False  # the last check found the app not reading
             self._rt_cycle = self.cycle
             self._rt_event(Event.CONNECTED)
 
@@ -223,15 +223,15 @@ def with_read_timeouts(
             if not clock.expired(now):
                 self._rt_arm()  # the deadline moved (a read came) or is gone
                 return
-            continuing = getattr(self.cycle, "waiting_for_100_continue", False)
-            if clock.phase is Phase.BODY and (
-                self.flow.read_paused or continuing or self._rt_continued
-            ):
+            app_waits = self.flow.read_paused or getattr(
+                self.cycle, "waiting_for_100_continue", False
+            )
+            if clock.phase is Phase.BODY and (app_waits or self._rt_app_waited):
                 # The app is not reading (uvicorn's buffer is full, or the client is
                 # rightly waiting for "100 Continue", sent when the app first reads).
-                # Once the Continue is out, the client gets one whole period from the
-                # next check on: it could not send before.
-                self._rt_continued = continuing
+                # Once it reads again, the client gets one whole period from the next
+                # check on: it could not send before.
+                self._rt_app_waited = app_waits
                 self._rt_event(Event.READ_PAUSED)
                 return
             self._rt_expire(clock.phase)

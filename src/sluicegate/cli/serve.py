@@ -25,6 +25,10 @@ itself (:class:`ProcessSettings`, handed over in the environment): budgets, guar
 ledger connection are **per process**, so ``--max-streams 100 --workers 4`` admits up
 to 400 streams at once.
 
+``--http2`` serves HTTP/1.1 and HTTP/2 (h2c with prior knowledge; h2 by ALPN behind
+TLS) on the one port, with uvicorn's optional HTTP/2 support
+(``pip install 'sluicegate[http2]'``).
+
 Every bad value is one ``Error: ...`` line and exit code 2.
 """
 
@@ -279,6 +283,8 @@ class ProcessSettings:
     return_memory: bool = True
     #: the Redis URL of the example app's ``/events`` feed, or None (in memory)
     broadcast: str | None = None
+    #: serve HTTP/2 beside HTTP/1.1 (``--http2``)
+    http2: bool = False
 
     def http(self) -> type[asyncio.Protocol]:
         """The HTTP protocol class these settings ask for (see :func:`guarded_http`).
@@ -287,10 +293,13 @@ class ProcessSettings:
         complete response left queued gets the same patience as a waiting send.
         """
         guard, _ = policies(**self.policies)
+        # The read timeouts hook uvicorn's HTTP/1.1 protocols; HTTP/2 is left as it is.
+        reads = not self.http2
         return guarded_http(
             None if guard is None else guard.wait_limit,
-            header_timeout=self.header_timeout,
-            body_timeout=self.body_timeout,
+            _protocol(self),
+            header_timeout=self.header_timeout if reads else None,
+            body_timeout=self.body_timeout if reads else None,
         )
 
     def to_json(self) -> str:
@@ -506,6 +515,11 @@ def _grace(text: str) -> float:
     "so that several serve processes (or --workers) share it.",
 )
 @click.option(
+    "--http2",
+    is_flag=True,
+    help="Serve HTTP/2 (h2c) beside HTTP/1.1, (pip install 'sluicegate[http2]').",
+)
+@click.option(
     "--header-timeout",
     default=f"{DEFAULT_HEADER_TIMEOUT:g}s",
     show_default=True,
@@ -545,6 +559,7 @@ def serve_command(
     body_timeout: str,
     return_memory: bool,
     broadcast: str | None,
+    http2: bool,
 ) -> None:
     """Serve an ASGI app on uvicorn (by default the examples: /hello, /download, /events).
 
@@ -575,6 +590,8 @@ def serve_command(
         guard, budgets = policies(**options)
     except ConfigError as exc:
         fail(str(exc))
+    if http2:
+        _http2_protocol()  # fails now, in one line, if uvicorn cannot speak HTTP/2 here
     settings = ProcessSettings(
         app=app_spec,
         policies=options,
@@ -583,6 +600,7 @@ def serve_command(
         header_timeout=head_limit,
         body_timeout=body_limit,
         return_memory=return_memory,
+        http2=http2,
     )
     try:
         load_app(app_spec)
@@ -621,6 +639,28 @@ def serve_command(
             uvicorn.Server(config).run(sockets=[sock])
     finally:
         sock.close()
+
+
+#: uvicorn's protocol that speaks HTTP/1.1 and HTTP/2 on one port (needs ``zttp``).
+HTTP2_PROTOCOL = "uvicorn.protocols.http.auto_zttp_impl:AutoZttpProtocol"
+
+
+def _protocol(settings: ProcessSettings) -> str:
+    """uvicorn's HTTP protocol for these settings."""
+    return HTTP2_PROTOCOL if settings.http2 else "auto"
+
+
+def _http2_protocol() -> str:
+    """uvicorn's HTTP/2 protocol, or a one-line error when it cannot be loaded."""
+    module = HTTP2_PROTOCOL.partition(":")[0]
+    try:
+        importlib.import_module(module)
+    except ImportError as exc:
+        fail(
+            "--http2 needs uvicorn's optional HTTP/2 support "
+            f"(pip install 'sluicegate[http2]'): {exc}"
+        )
+    return HTTP2_PROTOCOL
 
 
 def _config(settings: ProcessSettings, workers: int, **options: Any) -> Any:

@@ -1,4 +1,4 @@
-"""Clients that behave like real slow readers: :func:`fetch` and :func:`swarm`.
+"""Clients that behave like real slow readers: :func:`fetch`, :func:`swarm`, :func:`sse_swarm`.
 
 ::
 
@@ -13,6 +13,8 @@ from __future__ import annotations
 from sluicegate.client.fetch import ExitCode, FetchCounters, FetchResult, fetch
 from sluicegate.client.ratelimit import TokenBucket
 from sluicegate.client.schedule import Event, Schedule, parse_schedule
+from sluicegate.client.sse_swarm import SSESwarmResult, sse_swarm
+from sluicegate.client.sse_tally import Tally
 from sluicegate.client.swarm import ClassStats, MixEntry, SwarmResult, parse_mix, swarm
 from sluicegate.units import parse_duration, parse_rate, parse_size
 
@@ -23,8 +25,10 @@ __all__ = [
     "FetchCounters",
     "FetchResult",
     "MixEntry",
+    "SSESwarmResult",
     "Schedule",
     "SwarmResult",
+    "Tally",
     "TokenBucket",
     "fetch",
     "parse_duration",
@@ -32,5 +36,6 @@ __all__ = [
     "parse_rate",
     "parse_schedule",
     "parse_size",
+    "sse_swarm",
     "swarm",
 ]

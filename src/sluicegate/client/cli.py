@@ -15,6 +15,7 @@ import click
 
 from sluicegate.cli.clitools import OneLineCommand, fail, parse_option
 from sluicegate.client.fetch import ExitCode, FetchCounters, FetchResult, fetch
+from sluicegate.client.sse_swarm import SSESwarmResult, sse_swarm
 from sluicegate.client.swarm import SwarmResult, check_target, parse_mix, swarm
 from sluicegate.errors import ConfigError
 from sluicegate.units import (
@@ -51,6 +52,14 @@ Mix grammar: KIND[:WEIGHT][,KIND[:WEIGHT]...]
   fast        read as fast as possible
   slow=RATE   read at RATE bytes/s (64K, 1M ...), like fetch --limit-rate
   stall       read the headers, then nothing until the run ends
+
+\b
+SSE mode (--sse): subscribers instead of downloads. Every event's data must
+carry its number and publish time as JSON, {"n": 41, "published": <time.time()>, ...}
+(sluicegate's own feeds do); the table shows events delivered, lost (numbers
+skipped), duplicated, and publish-to-receipt latency. Stalled subscribers count
+nothing. --reconnect brings a dropped subscriber back with Last-Event-ID, to the
+next of URL and the --also URLs (other workers of the same feed).
 
 \b
 Exit codes: 0 the run finished (read the counts), 2 bad arguments.
@@ -273,6 +282,55 @@ def _print_swarm(result: SwarmResult) -> None:
             console.print(f"[red]{c.label}: {count} x {message}[/red]")
 
 
+def _print_sse_swarm(result: SSESwarmResult) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    def ms(value: float | None) -> str:
+        return "-" if value is None else f"{value * 1000:.1f} ms"
+
+    urls = ", ".join(result.urls)
+    table = Table(title=f"SSE swarm {urls}: {result.duration:.1f} s")
+    columns = ("class", "subscribers", "connected", "reconnects", "events", "lost", "duplicated")
+    for name in (*columns, "latency p50", "latency p99", "latency max"):
+        table.add_column(name, justify="left" if name == "class" else "right")
+    total = result.all
+    for c in [*result.classes, total]:
+        row = c.to_dict()
+        table.add_row(
+            c.label,
+            *(f"{row[name]:,}" for name in columns[1:]),
+            ms(row["latency_p50"]),
+            ms(row["latency_p99"]),
+            ms(row["latency_max"]),
+            style="bold" if c is total else None,
+        )
+    console = Console(width=None if sys.stdout.isatty() else 140)
+    console.print(table)
+    for c in result.classes:
+        for message, count in c.errors.items():
+            console.print(f"[red]{c.label}: {count} x {message}[/red]")
+
+
+def _run_sse_swarm(urls: list[str], options: dict[str, Any]) -> None:
+    """The --sse branch of ``swarm``: run, then print JSON or the table."""
+    as_json = options.pop("as_json")
+    try:
+        result = asyncio.run(sse_swarm(urls, **options))
+    except ConfigError as exc:
+        fail(str(exc))
+    except KeyboardInterrupt:
+        click.echo("interrupted", err=True)
+        sys.exit(130)
+    except Exception as exc:  # a bug: still one line, never a traceback
+        click.echo(f"sluicegate swarm: internal error: {type(exc).__name__}: {exc}", err=True)
+        sys.exit(int(ExitCode.UNEXPECTED))
+    if as_json:
+        click.echo(json.dumps(result.to_dict()))
+    else:
+        _print_sse_swarm(result)
+
+
 @click.command("swarm", cls=OneLineCommand, epilog=SWARM_EPILOG)
 @click.argument("url")
 @click.option(
@@ -312,6 +370,20 @@ def _print_swarm(result: SwarmResult) -> None:
     help="Per-request stall timeout.",
 )
 @click.option("--allow-remote", is_flag=True, help="Allow a target that is not loopback.")
+@click.option("--sse", is_flag=True, help="Subscribe to an event stream instead (see below).")
+@click.option("--reconnect", is_flag=True, help="SSE: come back with Last-Event-ID after a drop.")
+@click.option(
+    "--also",
+    multiple=True,
+    metavar="URL",
+    help="SSE: another worker of the same feed; subscribers spread and fail over (repeatable).",
+)
+@click.option(
+    "--cuts-per-second",
+    type=click.FloatRange(min=0, max=10_000),
+    default=0.0,
+    help="SSE: drop this many random subscribers a second (to test --reconnect).",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON summary on stdout.")
 def swarm_command(
     url: str,
@@ -321,16 +393,45 @@ def swarm_command(
     requests: int | None,
     timeout: str,
     allow_remote: bool,
+    sse: bool,
+    reconnect: bool,
+    also: tuple[str, ...],
+    cuts_per_second: float,
     as_json: bool,
 ) -> None:
     """Run many concurrent clients against URL (loopback only by default).
 
     The run stops by itself after --duration, or once --requests requests have
-    finished; requests still running then are counted as interrupted.
+    finished; requests still running then are counted as interrupted. With --sse,
+    URL is an event stream and the clients are subscribers.
     """
     entries = parse_option(parse_mix, mix, "--mix")
     seconds = parse_option(parse_duration, duration, "--duration")
     stall = parse_option(parse_duration, timeout, "--timeout")
+    if not sse:
+        for flag, given in (
+            ("--reconnect", reconnect),
+            ("--also", also),
+            ("--cuts-per-second", cuts_per_second),
+        ):
+            if given:
+                fail(f"{flag} needs --sse")
+    else:
+        if requests is not None:
+            fail("--requests does not apply to --sse (subscriptions do not end)")
+        _run_sse_swarm(
+            [url, *also],
+            {
+                "clients": clients,
+                "mix": entries,
+                "duration": seconds,
+                "reconnect": reconnect,
+                "cuts_per_second": cuts_per_second,
+                "allow_remote": allow_remote,
+                "as_json": as_json,
+            },
+        )
+        return
     try:
         check_target(url, allow_remote)
         result = asyncio.run(

@@ -32,6 +32,9 @@ freshly allocated and filled so its pages are really touched.
     incomplete transfer (the status was already sent).
 ``/stats``
     JSON records of the last streams: bytes produced, chunk times, backlog peak, drops.
+``/feed/...``
+    the live feed: many subscribers, one publisher, a policy for the slow ones
+    (:mod:`sluicegate.demo.livefeed`).
 
 Query parameters: ``chunk`` (size, ``20M``), ``rate`` (producer bytes/s, ``20M``),
 ``count`` (chunks, ``20``), ``hwm`` (``high_water_mark``, ``64K``), ``cap``
@@ -56,6 +59,7 @@ from urllib.parse import parse_qs
 from starlette.types import Receive, Scope, Send
 
 from sluicegate.cli.examples import hello
+from sluicegate.demo.livefeed import feed_app
 from sluicegate.engine.channel import Channel
 from sluicegate.engine.response import StreamResponse
 from sluicegate.engine.sources import PullSource
@@ -480,6 +484,9 @@ async def app(scope: Scope, receive: Receive, send: Send) -> None:
         if path == "/hello":
             turn = query.get("turn", "1") != "0"
             await StreamResponse(hello(turn), media_type="text/plain")(scope, receive, send)
+            return
+        if path == "/feed" or path.startswith("/feed/"):
+            await feed_app(scope, receive, send, query)
             return
         if path == "/page":
             await page()(scope, receive, send)

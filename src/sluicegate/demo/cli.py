@@ -5,10 +5,13 @@
     sluicegate demo                 # shortened, about two minutes
     sluicegate demo --full          # the article's parameters (20 chunks; ~15 minutes)
     sluicegate demo --with-node     # the same cases on equivalent Node servers, side by side
+    sluicegate demo --no-feed       # without the live feed (1,000 subscribers, 10 % slow)
 
 It prints the ``hello`` chunks as ``curl --trace`` shows them, runs every
 backpressure scenario under the doctor with a client reading 10 MiB/s, prints one
-table beside the article's Node figures, and writes ``--out`` (``reports/demo/``):
+table beside the article's Node figures, then runs a live feed of 1,000 subscribers (10 %
+slow) under each policy for slow subscribers (``wait``, ``drop_oldest``,
+``disconnect``), and writes ``--out`` (``reports/demo/``):
 ``index.html`` (the memory overlay, offline), ``figures.json``, ``demo.png`` and one
 doctor report per run in ``runs/``.
 """
@@ -29,7 +32,13 @@ from rich.console import Console
 
 from sluicegate.cli.clitools import OneLineCommand, UsageFailure
 from sluicegate.client import fetch
-from sluicegate.demo.plan import NODE_FILES, SCENARIOS, Case, plan_cases
+from sluicegate.demo.feedreport import (
+    FeedSummary,
+    feed_html,
+    print_feed_table,
+    summarize_feed,
+)
+from sluicegate.demo.plan import NODE_FILES, SCENARIOS, Case, FeedCase, plan_cases, plan_feed_cases
 from sluicegate.demo.report import (
     RunSummary,
     format_recvs,
@@ -62,6 +71,7 @@ class DemoResult:
     """What :func:`run_demo` produced."""
 
     summaries: list[RunSummary] = field(default_factory=list)
+    feed: list[FeedSummary] = field(default_factory=list)
     hello: dict[str, str] = field(default_factory=dict)
     failed_download: dict[str, Any] = field(default_factory=dict)
     png: Path | None = None
@@ -113,6 +123,49 @@ def _hello_section(
     return traces, failed
 
 
+FEED_TITLE = "Live feed: 1,000 subscribers, 10 % of them slow, under each policy"
+FEED_NOTE = (
+    "One publisher, 10 events/s of 16 KiB for 4 s; 90 % of the subscribers read as fast as "
+    "they can, 10 % read 16 KiB/s (a tenth of the feed). Each subscriber may have 64 KiB "
+    "queued in the server. wait: the publisher awaits room in every subscriber's channel. "
+    "drop_oldest and disconnect: sluicegate.events.Broadcast (disconnect cuts a subscriber "
+    "whose buffer stayed full for 1 s; it resumes with Last-Event-ID once it has read "
+    "what was already sent). The fast subscribers' latency is publish to receipt. 64 KiB "
+    "is 0.4 s of this feed: a fast subscriber that lags more than that (a busy machine) "
+    "loses events under drop_oldest too, and is caught up from the log under disconnect."
+)
+
+
+def _feed_section(
+    cases: Sequence[FeedCase],
+    out: Path,
+    result: DemoResult,
+    console: Console,
+    plotly_src: str,
+    idle: float,
+) -> bool:
+    """Run the live-feed cases, print their table; True if interrupted."""
+    console.rule(f"live feed: {len(cases)} runs, each server under the doctor")
+    for i, case in enumerate(cases, 1):
+        label = f"[{i}/{len(cases)}] live feed · {case.policy} · {case.subscribers:,} subscribers"
+        with console.status(label + " …"):
+            run = run_case(case, out / "runs" / case.key / "work", idle=idle)
+        summary = summarize_feed(case, run.trace, run.load, run.problem)
+        write_doctor_report(run.trace, out / "runs" / case.key, plotly_src)
+        shutil.rmtree(out / "runs" / case.key / "work", ignore_errors=True)
+        result.feed.append(summary)
+        console.print(
+            f"{label}: peak RSS +{summary.peak_above_idle / MiB:.0f} MiB, "
+            f"{summary.published} of {summary.events} events published ({run.seconds:.1f} s)"
+        )
+        if run.problem == "interrupted":
+            return True
+    console.print()
+    print_feed_table(result.feed, console, title=FEED_TITLE)
+    console.print(FEED_NOTE)
+    return False
+
+
 def run_demo(
     cases: Sequence[Case],
     out: Path,
@@ -123,8 +176,10 @@ def run_demo(
     idle: float = 0.7,
     hello: bool = True,
     png: bool = True,
+    feed: Sequence[FeedCase] = (),
 ) -> DemoResult:
-    """Run ``cases`` (see :func:`~sluicegate.demo.plan.plan_cases`); write reports to ``out``."""
+    """Run ``cases`` (see :func:`~sluicegate.demo.plan.plan_cases`), then the live-feed
+    runs ``feed`` (:func:`~sluicegate.demo.plan.plan_feed_cases`); write reports to ``out``."""
     started = time.monotonic()
     result = DemoResult(notes=list(notes))
     out.mkdir(parents=True, exist_ok=True)
@@ -158,17 +213,28 @@ def run_demo(
             break
     console.print()
     print_table(result.summaries, console, title=title)
+    if feed and not result.interrupted:
+        result.interrupted = _feed_section(feed, out, result, console, plotly_src, idle)
     extra = {
         "title": title,
         "notes": list(notes),
         "hello": result.hello,
         "failed_download": result.failed_download,
+        "live_feed": [s.to_dict() for s in result.feed],
     }
     result.figures = out / "figures.json"
     write_figures(result.figures, result.summaries, extra)
     result.html = out / "index.html"
     hello_text = "\n\n".join(f"{k}\n{v}" for k, v in result.hello.items())
-    write_html(result.html, result.summaries, title=title, notes=notes, hello=hello_text)
+    feed_section = feed_html(result.feed, title=FEED_TITLE, note=FEED_NOTE) if result.feed else ""
+    write_html(
+        result.html,
+        result.summaries,
+        title=title,
+        notes=notes,
+        hello=hello_text,
+        extra=feed_section,
+    )
     if png and result.summaries:
         why = write_chart_png(out / "demo.png", result.summaries, title=title)
         if why is None:
@@ -205,6 +271,7 @@ def run_demo(
 )
 @click.option("--no-pause", is_flag=True, help="Skip 06, the client that pauses reading.")
 @click.option("--no-png", is_flag=True, help="Do not render demo.png with Chromium.")
+@click.option("--no-feed", is_flag=True, help="Skip the live feed (1,000 SSE subscribers).")
 def demo_command(
     full: bool,
     out_dir: Path,
@@ -213,6 +280,7 @@ def demo_command(
     chunks: int | None,
     no_pause: bool,
     no_png: bool,
+    no_feed: bool,
 ) -> None:
     """Reproduce the article's experiments: memory of each scenario with a slow client.
 
@@ -259,7 +327,15 @@ def demo_command(
     if with_node:
         notes.append(f"Node servers: {NODE_DIR} ({', '.join(sorted(set(NODE_FILES.values())))}).")
     try:
-        result = run_demo(cases, out_dir, console=console, title=title, notes=notes, png=not no_png)
+        result = run_demo(
+            cases,
+            out_dir,
+            console=console,
+            title=title,
+            notes=notes,
+            png=not no_png,
+            feed=() if no_feed else plan_feed_cases(),
+        )
     except DoctorError as exc:
         raise click.ClickException(str(exc)) from None
     except KeyboardInterrupt:

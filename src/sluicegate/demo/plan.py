@@ -13,15 +13,19 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from urllib.parse import urlencode
 
+from sluicegate.demo.livefeed import FEED_POLICIES
 from sluicegate.errors import ConfigError
 
 __all__ = [
     "ARTICLE",
+    "FEED_POLICIES",
     "NODE_FILES",
     "RATES",
     "SCENARIOS",
     "Case",
+    "FeedCase",
     "plan_cases",
+    "plan_feed_cases",
 ]
 
 MiB = 1024 * 1024
@@ -184,3 +188,63 @@ def plan_cases(
                 )
             )
     return cases
+
+
+@dataclass(frozen=True, slots=True)
+class FeedCase:
+    """One live-feed run: ``subscribers`` on one policy, ``slow`` % of them slow.
+
+    The defaults are the demo's: 1,000 subscribers, 10 % reading 16 KiB/s, 10 events/s
+    of 16 KiB for 4 s (160 KiB/s each: enough for a slow subscriber to fill the kernel's
+    and the server's buffers, about 200 KiB, then its own 64 KiB, within the run).
+
+    >>> FeedCase("drop_oldest").path, FeedCase("wait").key
+    ('/feed/drop_oldest', 'python-feed-wait')
+    """
+
+    policy: str
+    subscribers: int = 1000
+    slow: int = 10
+    slow_rate: int = 16 * 1024
+    rate: float = 10.0
+    size: int = 16 * 1024
+    seconds: float = 4.0
+    #: the demo's runner starts the Python demo app for every case
+    server: str = "python"
+    scenario: str = "feed"
+
+    @property
+    def path(self) -> str:
+        """The subscription path."""
+        return f"/feed/{self.policy}"
+
+    @property
+    def key(self) -> str:
+        """A file-name-safe identifier, e.g. ``python-feed-drop_oldest``."""
+        return f"{self.server}-feed-{self.policy}"
+
+    @property
+    def events(self) -> int:
+        """Events the publisher is asked to make."""
+        return max(1, round(self.rate * self.seconds))
+
+    @property
+    def expected_seconds(self) -> float:
+        """How long the run should take, for the safety timeout (connecting included)."""
+        return self.seconds * 2 + 20
+
+
+def plan_feed_cases(
+    policies: Sequence[str] = FEED_POLICIES, *, subscribers: int = 1000, seconds: float = 4.0
+) -> list[FeedCase]:
+    """The live-feed runs: one per policy, the same load on each.
+
+    >>> [c.policy for c in plan_feed_cases()]
+    ['wait', 'drop_oldest', 'disconnect']
+    """
+    unknown = [p for p in policies if p not in FEED_POLICIES]
+    if unknown:
+        raise ConfigError(f"unknown policy {unknown[0]!r}; choose from {', '.join(FEED_POLICIES)}")
+    if not 10 <= subscribers <= 5000:
+        raise ConfigError(f"subscribers must be from 10 to 5000, not {subscribers}")
+    return [FeedCase(p, subscribers=subscribers, seconds=seconds) for p in policies]

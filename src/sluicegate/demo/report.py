@@ -43,10 +43,12 @@ from sluicegate.doctor.samples import Trace
 
 __all__ = [
     "RunSummary",
+    "ServerMemory",
     "format_recvs",
     "pause_gap",
     "print_table",
     "result_text",
+    "server_memory",
     "summarize",
     "write_chart_png",
     "write_doctor_report",
@@ -136,6 +138,56 @@ def pause_gap(times: Sequence[float]) -> float | None:
     return round(max(b - a for a, b in itertools.pairwise(times)), 3)
 
 
+@dataclass(slots=True)
+class ServerMemory:
+    """The server's memory in one run: idle and peak RSS, and the curves from the load start."""
+
+    idle: int = 0
+    peak: int = 0
+    #: seconds since the load started, and MiB above idle / MiB in the send queue
+    curve_t: list[float] = field(default_factory=list)
+    curve_rss: list[float] = field(default_factory=list)
+    sq_peak: int | None = None
+    sq_t: list[float] = field(default_factory=list)
+    sq: list[float] = field(default_factory=list)
+
+    @property
+    def peak_above_idle(self) -> int:
+        """Peak RSS minus idle RSS (never below 0)."""
+        return max(0, self.peak - self.idle) if self.peak else 0
+
+
+def server_memory(trace: Trace) -> ServerMemory:
+    """Read the server's samples of ``trace`` (see the module docstring for how)."""
+    m = ServerMemory()
+    by_pid = trace.by_pid()
+    pid = trace.server_pid if trace.server_pid in by_pid else None
+    if pid is None and by_pid:
+        pid = max(by_pid, key=lambda p: len(by_pid[p]))
+    samples = by_pid.get(pid, []) if pid is not None else []
+    start_event = trace.event("load-start")
+    load_start = start_event.t if start_event else (samples[0].t if samples else 0.0)
+    before = [x.rss for x in samples if x.rss and load_start - 0.5 <= x.t < load_start]
+    if not before:
+        before = [x.rss for x in samples[:5] if x.rss]
+    if before:
+        m.idle = int(statistics.median(before))
+    during = [x for x in samples if x.t >= load_start]
+    rss = [(x.t - load_start, x.rss) for x in during if x.rss]
+    if rss:
+        m.peak = max(r for _, r in rss)
+        curve = _decimate([(t, (r - m.idle) / MiB) for t, r in rss])
+        m.curve_t = [round(t, 3) for t, _ in curve]
+        m.curve_rss = [round(v, 2) for _, v in curve]
+    sq = [(x.t - load_start, x.send_queue) for x in during if x.send_queue is not None]
+    if sq:
+        m.sq_peak = max(q for _, q in sq)
+        curve = _decimate([(t, q / MiB) for t, q in sq])
+        m.sq_t = [round(t, 3) for t, _ in curve]
+        m.sq = [round(v, 3) for _, v in curve]
+    return m
+
+
 def summarize(
     case: Case, trace: Trace, load: dict[str, Any], problem: str | None = None
 ) -> RunSummary:
@@ -154,32 +206,10 @@ def summarize(
         problem=problem,
         article=None if case.pause_for else ARTICLE.get((case.scenario, case.rate_mib)),
     )
-    by_pid = trace.by_pid()
-    pid = trace.server_pid if trace.server_pid in by_pid else None
-    if pid is None and by_pid:
-        pid = max(by_pid, key=lambda p: len(by_pid[p]))
-    samples = by_pid.get(pid, []) if pid is not None else []
-    start_event = trace.event("load-start")
-    load_start = start_event.t if start_event else (samples[0].t if samples else 0.0)
-    before = [x.rss for x in samples if x.rss and load_start - 0.5 <= x.t < load_start]
-    if not before:
-        before = [x.rss for x in samples[:5] if x.rss]
-    if before:
-        s.idle_rss = int(statistics.median(before))
-    during = [x for x in samples if x.t >= load_start]
-    rss = [(x.t - load_start, x.rss) for x in during if x.rss]
-    if rss:
-        s.peak_rss = max(r for _, r in rss)
-        s.peak_above_idle = max(0, s.peak_rss - s.idle_rss)
-        curve = _decimate([(t, (r - s.idle_rss) / MiB) for t, r in rss])
-        s.curve_t = [round(t, 3) for t, _ in curve]
-        s.curve_rss = [round(v, 2) for _, v in curve]
-    sq = [(x.t - load_start, x.send_queue) for x in during if x.send_queue is not None]
-    if sq:
-        s.send_queue_peak = max(q for _, q in sq)
-        curve = _decimate([(t, q / MiB) for t, q in sq])
-        s.curve_sq_t = [round(t, 3) for t, _ in curve]
-        s.curve_sq = [round(v, 3) for _, v in curve]
+    memory = server_memory(trace)
+    s.idle_rss, s.peak_rss, s.peak_above_idle = memory.idle, memory.peak, memory.peak_above_idle
+    s.curve_t, s.curve_rss = memory.curve_t, memory.curve_rss
+    s.send_queue_peak, s.curve_sq_t, s.curve_sq = memory.sq_peak, memory.sq_t, memory.sq
     fetched = load.get("fetch") or {}
     s.bytes = int(fetched.get("bytes") or 0)
     s.duration = fetched.get("duration")
@@ -426,9 +456,11 @@ def write_html(
     title: str,
     notes: Sequence[str] = (),
     hello: str = "",
+    extra: str = "",
 ) -> None:
     """One offline page: the overlay of every run's memory and send queue, the table,
-    the hello trace, links to each run's doctor report."""
+    ``extra`` HTML (the live feed's section), the hello trace, links to each run's
+    doctor report."""
     fig = _figure(summaries, with_queues=True)
     fig.update_layout(height=800)
     chart = fig.to_html(include_plotlyjs=True, full_html=False, config={"displaylogo": False})
@@ -439,6 +471,7 @@ def write_html(
 {chart}
 <h2>Figures</h2>{_table_html(summaries)}
 <p class="note">Raw figures and curves: <a href="figures.json">figures.json</a>.</p>
+{extra}
 <h2>01 · two writes, as curl --trace shows them</h2><pre>{html.escape(hello)}</pre>
 </body></html>"""
     path.write_text(page, encoding="utf-8")

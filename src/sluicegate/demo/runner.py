@@ -37,7 +37,7 @@ from typing import Any
 
 import psutil  # type: ignore[import-untyped]
 
-from sluicegate.demo.plan import NODE_FILES, Case
+from sluicegate.demo.plan import NODE_FILES, Case, FeedCase
 from sluicegate.doctor.errors import DoctorError
 from sluicegate.doctor.run import DoctorConfig, RunResult, listening_port, run_doctor
 from sluicegate.doctor.samples import Event, Sample, Trace
@@ -183,7 +183,7 @@ class ProcessSampler:
 class CaseRun:
     """What one case's run produced: the trace, the client's JSON, a problem if any."""
 
-    case: Case
+    case: Case | FeedCase
     trace: Trace
     load: dict[str, Any] = field(default_factory=dict)
     problem: str | None = None
@@ -209,17 +209,37 @@ def _load_command(case: Case, out: Path) -> str:
     return " ".join(shlex.quote(a) for a in args)
 
 
+def _feed_load_command(case: FeedCase, out: Path) -> str:
+    args = [
+        sys.executable,
+        *("-m", "sluicegate.demo.feedload", f"http://127.0.0.1:{{port}}{case.path}"),
+        *("--clients", str(case.subscribers), "--slow", str(case.slow)),
+        *("--slow-rate", str(case.slow_rate), "--rate", str(case.rate)),
+        *("--size", str(case.size), "--seconds", str(case.seconds), "--out", str(out)),
+    ]
+    return " ".join(shlex.quote(a) for a in args)
+
+
 def run_case(
-    case: Case,
+    case: Case | FeedCase,
     workdir: Path,
     *,
     idle: float = 0.7,
     on_event: Callable[[Event], None] | None = None,
 ) -> CaseRun:
-    """Run ``case`` under the doctor; samples from the probe (Python) or outside (Node)."""
+    """Run ``case`` under the doctor; samples from the probe (Python) or outside (Node).
+
+    A :class:`~sluicegate.demo.plan.Case` is loaded by :mod:`sluicegate.demo.load`
+    (one slow download), a :class:`~sluicegate.demo.plan.FeedCase` by
+    :mod:`sluicegate.demo.feedload` (a thousand subscribers).
+    """
     workdir.mkdir(parents=True, exist_ok=True)
     load_out = workdir / "load.json"
     load_out.unlink(missing_ok=True)
+    if isinstance(case, FeedCase):
+        load_command = _feed_load_command(case, load_out)
+    else:
+        load_command = _load_command(case, load_out)
     node = case.server == "node"
     sampler: list[ProcessSampler] = []
 
@@ -237,7 +257,7 @@ def run_case(
 
     config = DoctorConfig(
         command=server_command(case.server, case.scenario),
-        on_port=_load_command(case, load_out),
+        on_port=load_command,
         duration=case.expected_seconds * 2 + 30,
         idle=idle,
         grace=3.0,

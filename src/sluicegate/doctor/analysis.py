@@ -9,7 +9,10 @@
   (RSS climbs under load), ``kernel-send-queues`` (slow readers pin kernel memory
   that RSS never shows), ``memory-not-released``, ``task-leak`` and ``fd-leak``
   (the process does not return to its idle state after the load) and
-  ``lingering-producers`` (producers still run after their clients left).
+  ``lingering-producers`` (producers still run after their clients left);
+* ``stack-caveats``: sluicegate ran under a layer that breaks its promises (Starlette's
+  ``BaseHTTPMiddleware``, Django's stock handler), as :mod:`sluicegate.adapters.caveats`
+  counted it in the probed process.
 
 Every :class:`Finding` carries its evidence as numbers and the docs page that explains
 it. Nothing here touches a socket or a file::
@@ -53,6 +56,7 @@ FINDING_IDS = (
     "task-leak",
     "fd-leak",
     "lingering-producers",
+    "stack-caveats",
 )
 
 _SEVERITY_ORDER = {"critical": 0, "warning": 1, "info": 2}
@@ -616,6 +620,41 @@ def _check_lingering(pid: int, samples: list[Sample], win: Window) -> Finding | 
     )
 
 
+#: What each caveat of :mod:`sluicegate.adapters.caveats` breaks, for the summary.
+_CAVEAT_EFFECTS = {
+    "base-http-middleware": "failures after the head reach clients as clean ends, and "
+    "each stream holds a second chunk",
+    "django-stock-handler": "responses stream without sluicegate's byte budget",
+}
+
+
+def _check_caveats(pid: int, samples: list[Sample]) -> Finding | None:
+    counts: dict[str, int] = {}
+    for sample in samples:  # counters only grow: the last value is the total
+        for key, value in (sample.streams or {}).items():
+            if key.startswith("caveat:") and value:
+                counts[key.removeprefix("caveat:")] = int(value)
+    if not counts:
+        return None
+    effects = "; ".join(
+        f"{n} streams under {name} ({_CAVEAT_EFFECTS.get(name, 'see the docs page')})"
+        for name, n in sorted(counts.items())
+    )
+    return Finding(
+        id="stack-caveats",
+        title="A layer around sluicegate breaks its promises",
+        severity="warning",
+        pid=pid,
+        summary=f"{effects}.",
+        recommendation=(
+            "Replace BaseHTTPMiddleware with pure ASGI middleware; serve Django with "
+            "sluicegate.adapters.django.get_asgi_application()."
+        ),
+        evidence=dict(sorted(counts.items())),
+        charts=("streams",),
+    )
+
+
 # -- entry point ------------------------------------------------------------------------
 
 
@@ -642,6 +681,7 @@ def analyze(trace: Trace, thresholds: Thresholds | None = None) -> Diagnosis:
             _check_io(pid, window, win, slow is not None, th),
             _check_memory(pid, before, window, th),
             _check_lingering(pid, samples, win),
+            _check_caveats(pid, samples),
         ):
             if check is not None:
                 findings.append(check)

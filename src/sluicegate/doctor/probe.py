@@ -408,6 +408,12 @@ class Probe:
             with contextlib.suppress(Exception):
                 streams = fields.setdefault("streams", {})
                 streams.update({f"events_{k}": v for k, v in events.snapshot().items()})
+        caveats = sys.modules.get("sluicegate.adapters.caveats")
+        if caveats is not None:
+            # Stacks that break sluicegate's promises, counted per stream.
+            with contextlib.suppress(Exception):
+                streams = fields.setdefault("streams", {})
+                streams.update({f"caveat:{k}": v for k, v in caveats.snapshot().items()})
         return fields
 
     def _tasks(self) -> int | None:
