@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
+from collections.abc import AsyncIterator
 
+import pytest
 from click.testing import CliRunner
 
 from sluicegate.cli import main
-from sluicegate.cli.examples import app
-from tests.asgi import call
+from sluicegate.cli.examples import MAX_CHUNK, MAX_DOWNLOAD, app
+from sluicegate.engine.response import StreamResponse
+from tests.asgi import Exchange, call
 
 
 async def test_hello_leaves_as_two_chunks_with_a_turn_and_one_without() -> None:
@@ -43,3 +47,62 @@ def test_help_lists_the_commands() -> None:
     assert result.exit_code == 0
     for name in ("serve", "fetch", "swarm", "doctor", "demo"):
         assert name in result.output
+
+
+@pytest.mark.parametrize(
+    "query",
+    [
+        "size=" + "9" * 309,
+        "chunk=" + "9" * 309,
+        "size=1M&chunk=512M",
+        "chunk=100G",
+        "chunk=4097K",
+        "chunk=0",
+        "size=17G",
+        "size=nan",
+        "size=inf",
+        "size=-1",
+        "chunk=1e9",
+        "size=",
+        "chunk=%D9%A1%D9%A2",
+    ],
+)
+async def test_the_client_does_not_choose_the_memory(query: str) -> None:
+    """Sizes past the documented caps, and numbers that are not sizes, are 400s."""
+    ex = await call(app, path="/download", query=query)
+    assert ex.status == 400, ex.body
+    assert ex.headers["content-type"] == "application/problem+json"
+    assert json.loads(ex.body)["status"] == 400
+
+
+async def test_the_caps_themselves_are_allowed() -> None:
+    ex = await call(app, path="/download", query=f"size={MAX_CHUNK + 1}&chunk=4M")
+    assert ex.status == 200 and len(ex.body) == MAX_CHUNK + 1 and ex.complete
+    assert max(len(b) for b in ex.bodies) <= MAX_CHUNK
+    ex = await call(app, path="/download", query="size=16G", method="HEAD")
+    assert ex.headers["content-length"] == str(MAX_DOWNLOAD)
+
+
+async def _fails_at_once() -> AsyncIterator[bytes]:
+    raise MemoryError
+    yield b""  # pragma: no cover
+
+
+async def _fails_later() -> AsyncIterator[bytes]:
+    yield b"x" * 1000
+    await asyncio.sleep(0)
+    raise MemoryError
+
+
+async def test_an_allocation_failure_before_the_commit_is_a_clean_500() -> None:
+    ex = await call(StreamResponse(_fails_at_once()), path="/")
+    assert ex.status == 500
+    assert ex.headers["content-type"] == "application/problem+json"
+    assert json.loads(ex.body)["error"] == "MemoryError"
+
+
+async def test_an_allocation_failure_after_the_commit_aborts() -> None:
+    ex = Exchange()
+    with pytest.raises(MemoryError):  # the server then closes without the last chunk
+        await call(StreamResponse(_fails_later()), path="/", exchange=ex)
+    assert ex.status == 200 and ex.body == b"x" * 1000 and not ex.complete

@@ -14,8 +14,10 @@ import psutil
 import pytest
 from click.testing import CliRunner
 
-from sluicegate.doctor.cli import doctor_command, parse_duration
+from sluicegate.doctor.cli import doctor_command
 from sluicegate.doctor.run import DoctorConfig, fill_port, listening_port, run_doctor
+from sluicegate.errors import ConfigError
+from sluicegate.units import parse_duration
 
 HERE = Path(__file__).parent
 SERVER = [
@@ -47,7 +49,7 @@ def test_parse_duration(text: str, seconds: float) -> None:
 
 
 def test_parse_duration_rejects_garbage() -> None:
-    with pytest.raises(ValueError, match="not a duration"):
+    with pytest.raises(ConfigError, match="bad duration"):
         parse_duration("soon")
 
 
@@ -57,7 +59,7 @@ def test_fill_port() -> None:
 
 def test_bad_option_is_a_usage_error(tmp_path: Path) -> None:
     code, output, _ = doctor(tmp_path, "--interval", "fast", "--", "python")
-    assert code == 2 and "not a duration" in output
+    assert code == 2 and "bad duration 'fast'" in output
 
 
 def test_server_that_exits_early(tmp_path: Path) -> None:

@@ -286,3 +286,62 @@ async def test_declared_size_too_small_aborts_the_live_body(tmp_path: Path) -> N
     assert sum(len(m.get("body", b"")) for m in messages[1:]) < len(DATA)
     assert not any(m.get("more_body") is False for m in messages[1:])
     await spool.aclose()
+
+
+def _on_disk(directory: Path) -> int:
+    return sum(p.stat().st_size for p in directory.glob("*.spool"))
+
+
+async def test_total_limit_holds_under_concurrency(tmp_path: Path) -> None:
+    """60 transfers at once against a 1 MiB total: never more on disk than the limit."""
+    limit = 1 << 20
+    spool = Spool(tmp_path, max_total_bytes=limit)
+    peak = 0
+    done = asyncio.Event()
+
+    async def watch() -> None:
+        nonlocal peak
+        while not done.is_set():
+            peak = max(peak, _on_disk(tmp_path))
+            assert spool.total <= limit
+            await asyncio.sleep(0.001)
+
+    watcher = asyncio.create_task(watch())
+    results = await asyncio.gather(*(call(spool.stream(feed(chunk=64 << 10))) for _ in range(60)))
+    done.set()
+    await watcher
+    assert all(body == DATA for _, _, body, _ in results)  # every client got everything
+    peak = max(peak, _on_disk(tmp_path))
+    assert peak <= limit, f"{peak / limit:.2f}x the limit on disk"
+    assert spool.total == _on_disk(tmp_path) == sum(s.spooled for s in spool.transfers())
+    assert spool.total > limit // 2  # the limit was really reached, not avoided
+    await spool.aclose()
+    assert spool.total == 0
+
+
+async def test_a_failed_write_releases_its_reservation(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import sluicegate.http.spool as spool_module
+
+    writes = 0
+    real = spool_module._write_all
+
+    def flaky(fd: int, data: bytes) -> None:
+        nonlocal writes
+        writes += 1
+        if writes == 3:
+            os.write(fd, data[: len(data) // 2])  # half of it lands, then the disk fails
+            raise OSError(28, "No space left on device")
+        real(fd, data)
+
+    monkeypatch.setattr(spool_module, "_write_all", flaky)
+    spool = Spool(tmp_path, max_total_bytes=1 << 20)
+    response = spool.stream(feed())
+    with pytest.raises(StreamError):
+        await call(response)
+    state = spool.status(response.transfer_id or "")
+    assert state is not None and state.state == "failed"
+    assert state.spooled == 20_000 == spool.total == _on_disk(tmp_path)
+    await spool.aclose()
+    assert spool.total == 0

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import socket
@@ -176,3 +177,34 @@ def test_serve_cuts_a_stalled_reader_and_refuses_over_budget(served: int) -> Non
     # The place was given back.
     with contextlib.closing(request(served, "/download?size=1K")) as after:
         assert read_headers(after)[0].startswith(b"HTTP/1.1 200")
+
+
+@pytest.mark.parametrize("loop_name", ["asyncio", "uvloop"])
+def test_reset_of_a_connection_that_already_closed_is_quiet(loop_name: str) -> None:
+    """The linger timer can fire after the connection closed by itself (found by the
+    attack suite: uvloop raised ValueError from a timer callback)."""
+    from sluicegate.cli.serve import reset
+
+    if loop_name == "uvloop":
+        uvloop = pytest.importorskip("uvloop")
+        loop = uvloop.new_event_loop()
+    else:
+        loop = asyncio.new_event_loop()
+    errors: list[dict[str, object]] = []
+    loop.set_exception_handler(lambda _loop, context: errors.append(context))
+
+    async def scenario() -> None:
+        a, b = socket.socketpair()
+        transport, _ = await loop.create_connection(asyncio.Protocol, sock=a)
+        transport.get_extra_info("socket")  # as uvicorn does when the connection is made
+        transport.close()
+        await asyncio.sleep(0.05)  # the transport is now fully closed
+        loop.call_soon(reset, transport)
+        await asyncio.sleep(0.05)
+        b.close()
+
+    try:
+        loop.run_until_complete(scenario())
+    finally:
+        loop.close()
+    assert errors == []

@@ -6,7 +6,10 @@
     writes both in one turn, and they leave as one.
 ``/download?size=200M&chunk=1M``
     A generated download of ``size`` bytes, made in ``chunk``-sized pieces only as
-    fast as the client takes them.
+    fast as the client takes them. ``size`` is at most :data:`MAX_DOWNLOAD` (16 GiB)
+    and ``chunk`` at most :data:`MAX_CHUNK` (4 MiB); above them the answer is a 400.
+    The server, not the client, decides how much memory a request takes: each chunk
+    is allocated, so an uncapped ``chunk=512M`` would cost 512 MiB per request.
 ``/events?rate=5&size=200``
     A live feed of numbered server-sent events (see :mod:`sluicegate.events.feed`
     for the parameters and their caps); on Redis with ``sluicegate serve --broadcast``.
@@ -25,7 +28,13 @@ from sluicegate.errors import ConfigError, OverBudget
 from sluicegate.events.errors import BackendUnavailable
 from sluicegate.events.feed import FeedSpec, NumberedFeeds
 from sluicegate.http.problem import send_problem
-from sluicegate.units import parse_size
+from sluicegate.units import format_size, parse_size
+
+#: Largest ``size`` of ``/download``: bytes cost no memory here, only time and bandwidth.
+MAX_DOWNLOAD = 16 << 30
+#: Largest ``chunk`` of ``/download``: each chunk is allocated, so this bounds the
+#: memory one request can ask for (about two chunks: the one made, the one sending).
+MAX_CHUNK = 4 << 20
 
 # /events: made on first use, on the backend use_broadcast() chose.
 _feeds: NumberedFeeds | None = None
@@ -65,6 +74,13 @@ async def generated(size: int, chunk: int) -> AsyncIterator[bytes]:
         i += 1
 
 
+def _bounded(name: str, text: str, low: int, high: int) -> int:
+    value = parse_size(text)
+    if not low <= value <= high:
+        raise ConfigError(f"{name} must be from {low} bytes to {format_size(high)}, not {text!r}")
+    return value
+
+
 async def app(scope: Scope, receive: Receive, send: Send) -> None:
     """The example ASGI application."""
     if scope["type"] == "lifespan":
@@ -80,16 +96,16 @@ async def app(scope: Scope, receive: Receive, send: Send) -> None:
             await _feeds.aclose()
         await send({"type": "lifespan.shutdown.complete"})
         return
-    query = {k: v[-1] for k, v in parse_qs(scope.get("query_string", b"").decode()).items()}
+    # Blank values kept: "size=" is a bad size, not a request for the default.
+    raw_query = scope.get("query_string", b"").decode("latin-1")
+    query = {k: v[-1] for k, v in parse_qs(raw_query, keep_blank_values=True).items()}
     path = scope["path"]
     try:
         if path == "/hello":
             response = StreamResponse(hello(query.get("turn", "1") != "0"), media_type="text/plain")
         elif path == "/download":
-            size = parse_size(query.get("size", "200M"))
-            chunk = parse_size(query.get("chunk", "1M"))
-            if chunk < 1:
-                raise ConfigError("chunk must be at least 1 byte")
+            size = _bounded("size", query.get("size", "200M"), 0, MAX_DOWNLOAD)
+            chunk = _bounded("chunk", query.get("chunk", "1M"), 1, MAX_CHUNK)
             response = StreamResponse(
                 generated(size, chunk),
                 content_length=size,

@@ -16,6 +16,10 @@ Besides serving, it bounds what one slow reader can pin:
   forever for the client to take what uvicorn still buffers;
 * ``--max-streams``, ``--max-streams-per-client``, ``--max-buffered`` set ``.admission``
   (a :class:`~sluicegate.protect.budgets.Budgets`): over a budget a new stream gets a 503.
+* ``--header-timeout`` / ``--body-timeout`` (on by default) close connections whose
+  client stops *sending* a request (slowloris): see :mod:`sluicegate.cli.readtimeouts`.
+* ``--return-memory`` (on by default, glibc only) makes RSS fall back after load:
+  see :mod:`sluicegate.cli.malloc`.
 
 ``--ledger URL`` records every stream in a transfer ledger (a SQLite path or a
 ``redis://`` URL), makes it ``.ledger`` and serves it at ``/transfers`` in front of the
@@ -50,12 +54,18 @@ from typing import Any
 
 import click
 
+from sluicegate.cli import malloc
 from sluicegate.cli.clitools import OneLineCommand, fail, parse_option
+from sluicegate.cli.readtimeouts import (
+    DEFAULT_BODY_TIMEOUT,
+    DEFAULT_HEADER_TIMEOUT,
+    with_read_timeouts,
+)
 from sluicegate.engine.response import defaults
 from sluicegate.errors import ConfigError
 from sluicegate.protect.budgets import Budgets
 from sluicegate.protect.guard import GuardPolicy
-from sluicegate.units import parse_duration, parse_rate, parse_size
+from sluicegate.units import MAX_SOCKET_BUFFER, parse_duration, parse_rate, parse_size
 
 __all__ = [
     "DEFAULT_NOTSENT_LOWAT",
@@ -97,6 +107,10 @@ DEFAULT_STALL_TIMEOUT = "60s"
 
 # Linux's TCP_NOTSENT_LOWAT; Python's socket module names it from 3.12 on.
 _TCP_NOTSENT_LOWAT = getattr(socket, "TCP_NOTSENT_LOWAT", 25)
+
+#: Largest ``--max-streams``: each stream needs a file descriptor, and no process has
+#: a million of them.
+MAX_STREAMS = 1_000_000
 
 
 def load_app(spec: str) -> Any:
@@ -185,9 +199,19 @@ def policies(
     return guard, budgets
 
 
-def guarded_http(linger: float, http: str = "auto") -> type[asyncio.Protocol]:
+def guarded_http(
+    linger: float | None,
+    http: str = "auto",
+    *,
+    header_timeout: float | None = None,
+    body_timeout: float | None = None,
+) -> type[asyncio.Protocol]:
     """uvicorn's HTTP protocol (``http``: ``auto``, ``httptools``, ``h11``) made to
     hang up on clients that stopped reading, instead of waiting for them forever.
+
+    ``header_timeout`` and ``body_timeout`` (seconds; None: off) add the read
+    timeouts of :mod:`sluicegate.cli.readtimeouts` against clients that stop *sending*
+    (slowloris). ``linger`` None leaves closing as uvicorn does it.
 
     uvicorn closes a connection with ``transport.close()``, which first flushes what
     the transport still holds: against a client that reads nothing, that never ends,
@@ -208,13 +232,18 @@ def guarded_http(linger: float, http: str = "auto") -> type[asyncio.Protocol]:
     from uvicorn.config import HTTP_PROTOCOLS
     from uvicorn.importer import import_from_string
 
-    if not _positive_number(linger):
+    if linger is not None and not _positive_number(linger):
         raise ConfigError(f"linger must be a positive number of seconds, not {linger!r}")
     base: Any = import_from_string(HTTP_PROTOCOLS.get(http, http))
+    if header_timeout is not None or body_timeout is not None:
+        base = with_read_timeouts(base, header_timeout=header_timeout, body_timeout=body_timeout)
+    if linger is None:
+        return base  # type: ignore[no-any-return]
+    patience: float = linger
 
     class GuardedHTTP(base):  # type: ignore[misc]
         def connection_made(self, transport: asyncio.Transport) -> None:
-            super().connection_made(_HangUp(transport, self, linger))
+            super().connection_made(_HangUp(transport, self, patience))
 
     GuardedHTTP.__name__ = GuardedHTTP.__qualname__ = f"Guarded{base.__name__}"
     return GuardedHTTP
@@ -253,8 +282,10 @@ def reset(transport: asyncio.WriteTransport) -> None:
     (an orphan socket holding its send buffer) for minutes.
     """
     sock = transport.get_extra_info("socket")
-    if sock is not None:
-        with contextlib.suppress(OSError):
+    if sock is not None and sock.fileno() >= 0:
+        # uvloop's socket of a connection that closed meanwhile raises ValueError
+        # (negative file descriptor), asyncio's OSError: either way, nothing to reset.
+        with contextlib.suppress(OSError, ValueError):
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
     transport.abort()
 
@@ -272,10 +303,31 @@ class ProcessSettings:
     policies: dict[str, Any] = field(default_factory=dict)
     #: the ledger's URL (:func:`sluicegate.ledger.ledger_from_url`), or None
     ledger: str | None = None
+    #: read timeouts in seconds (None: off), see :mod:`sluicegate.cli.readtimeouts`
+    header_timeout: float | None = DEFAULT_HEADER_TIMEOUT
+    body_timeout: float | None = DEFAULT_BODY_TIMEOUT
+    #: fix glibc's mmap threshold and trim when idle, see :mod:`sluicegate.cli.malloc`
+    return_memory: bool = True
     #: the Redis URL of the example app's ``/events`` feed, or None (in memory)
     broadcast: str | None = None
     #: serve HTTP/2 beside HTTP/1.1 (``--http2``)
     http2: bool = False
+
+    def http(self) -> type[asyncio.Protocol]:
+        """The HTTP protocol class these settings ask for (see :func:`guarded_http`).
+
+        A guard cuts streams; the protocol makes the cut hang up on the client. What a
+        complete response left queued gets the same patience as a waiting send.
+        """
+        guard, _ = policies(**self.policies)
+        # The read timeouts hook uvicorn's HTTP/1.1 protocols; HTTP/2 is left as it is.
+        reads = not self.http2
+        return guarded_http(
+            None if guard is None else guard.wait_limit,
+            _protocol(self),
+            header_timeout=self.header_timeout if reads else None,
+            body_timeout=self.body_timeout if reads else None,
+        )
 
     def to_json(self) -> str:
         """The settings as one JSON string."""
@@ -308,6 +360,8 @@ def setup_process(settings: ProcessSettings) -> Any:
         defaults.ledger = ledger
         defaults.ledger_path = LEDGER_PATH
         app = LedgerMount(app, ledger, LEDGER_PATH)
+    if settings.return_memory and malloc.tune():
+        malloc.IdleTrimmer().start()  # a daemon thread: it ends with the process
     if settings.broadcast is not None:
         from sluicegate.cli import examples
 
@@ -339,10 +393,7 @@ def worker_http(**kwargs: Any) -> asyncio.Protocol:
     """
     global _worker_protocol
     if _worker_protocol is None:
-        settings = ProcessSettings.from_json(os.environ[WORKER_SETTINGS])
-        guard, _ = policies(**settings.policies)
-        assert guard is not None, "worker_http is used only with a guard"
-        _worker_protocol = guarded_http(guard.wait_limit, _protocol(settings))
+        _worker_protocol = ProcessSettings.from_json(os.environ[WORKER_SETTINGS]).http()
     protocol: asyncio.Protocol = _worker_protocol(**kwargs)
     return protocol
 
@@ -388,7 +439,7 @@ def _positive_number(value: object) -> bool:
 
 
 def _positive_duration(text: str) -> float:
-    seconds = parse_duration(text)
+    seconds = parse_duration(text, forever=False)
     if seconds <= 0:
         raise ConfigError(f"bad duration {text!r}: must be more than 0 seconds")
     return seconds
@@ -400,6 +451,9 @@ def _sndbuf(text: str) -> int | None:
     size = parse_size(text)
     if size < 4096:
         raise ConfigError(f"bad size {text!r}: at least 4K (or 'auto' for the kernel's)")
+    if size > MAX_SOCKET_BUFFER:
+        # setsockopt takes a C int: past it Python raises a TypeError, not an OSError.
+        raise ConfigError(f"bad size {text!r}: at most 1G (the kernel caps it lower still)")
     return size
 
 
@@ -414,6 +468,10 @@ def _notsent_lowat(text: str) -> int | None:
 
 def _stall_timeout(text: str) -> float | None:
     return None if text.strip().lower() == "off" else _positive_duration(text)
+
+
+def _grace(text: str) -> float:
+    return parse_duration(text, forever=False)
 
 
 @click.command("serve", cls=OneLineCommand)
@@ -472,10 +530,14 @@ def _stall_timeout(text: str) -> float | None:
     metavar="DURATION",
     help="Waiting time before --min-rate is first judged.",
 )
-@click.option("--max-streams", type=click.IntRange(min=1), help="Streams at once (per process).")
+@click.option(
+    "--max-streams",
+    type=click.IntRange(1, MAX_STREAMS),
+    help="Streams at once (per process).",
+)
 @click.option(
     "--max-streams-per-client",
-    type=click.IntRange(min=1),
+    type=click.IntRange(1, MAX_STREAMS),
     help="Streams at once from one client address (per process).",
 )
 @click.option(
@@ -509,6 +571,27 @@ def _stall_timeout(text: str) -> float | None:
     is_flag=True,
     help="Serve HTTP/2 (h2c) beside HTTP/1.1, (pip install 'sluicegate[http2]').",
 )
+@click.option(
+    "--header-timeout",
+    default=f"{DEFAULT_HEADER_TIMEOUT:g}s",
+    show_default=True,
+    metavar="DURATION",
+    help="Close a connection whose request head takes longer than this (slowloris).",
+)
+@click.option(
+    "--body-timeout",
+    default=f"{DEFAULT_BODY_TIMEOUT:g}s",
+    show_default=True,
+    metavar="DURATION",
+    help="Close a connection whose request body stalls this long between reads.",
+)
+@click.option(
+    "--return-memory/--keep-memory",
+    default=True,
+    show_default=True,
+    help="On glibc: keep chunks on the heap and give freed memory back (malloc_trim) "
+    "once streams go idle, so RSS falls back after load (see sluicegate.cli.malloc).",
+)
 def serve_command(
     host: str,
     port: int,
@@ -525,6 +608,9 @@ def serve_command(
     max_buffered: str | None,
     ledger_url: str | None,
     workers: int,
+    header_timeout: str,
+    body_timeout: str,
+    return_memory: bool,
     broadcast: str | None,
     http2: bool,
 ) -> None:
@@ -548,11 +634,13 @@ def serve_command(
         "stall_timeout": parse_option(_stall_timeout, stall_timeout, "--stall-timeout"),
         "min_rate": parse_option(parse_rate, min_rate, "--min-rate"),
         "rate_window": parse_option(_positive_duration, rate_window, "--rate-window"),
-        "grace": parse_option(parse_duration, grace, "--grace"),
+        "grace": parse_option(_grace, grace, "--grace"),
         "max_streams": max_streams,
         "max_streams_per_client": max_streams_per_client,
         "max_buffered": parse_option(parse_size, max_buffered, "--max-buffered"),
     }
+    head_limit = parse_option(_positive_duration, header_timeout, "--header-timeout")
+    body_limit = parse_option(_positive_duration, body_timeout, "--body-timeout")
     try:
         guard, budgets = policies(**options)
     except ConfigError as exc:
@@ -560,7 +648,14 @@ def serve_command(
     if http2:
         _http2_protocol()  # fails now, in one line, if uvicorn cannot speak HTTP/2 here
     settings = ProcessSettings(
-        app=app_spec, policies=options, ledger=ledger_url, broadcast=broadcast, http2=http2
+        app=app_spec,
+        policies=options,
+        ledger=ledger_url,
+        broadcast=broadcast,
+        header_timeout=head_limit,
+        body_timeout=body_limit,
+        return_memory=return_memory,
+        http2=http2,
     )
     try:
         load_app(app_spec)
@@ -581,7 +676,7 @@ def serve_command(
         logging.getLogger("uvicorn.error").info(
             "sluicegate: listening on %s:%d; SO_SNDBUF %s, TCP_NOTSENT_LOWAT %s per "
             "connection; guard %s (a send may wait %s); budgets %s (per process); ledger "
-            "%s; %d worker(s)",
+            "%s; %d worker(s); read timeouts %g s (head), %g s (body stall)",
             host,
             sock.getsockname()[1],
             f"{effective:,} bytes" if sndbuf_bytes is not None else "autotuned",
@@ -591,6 +686,8 @@ def serve_command(
             _describe(budgets),
             f"{ledger_url} at {LEDGER_PATH}" if ledger_url else "none",
             workers,
+            head_limit,
+            body_limit,
         )
         if workers > 1:
             _supervise(config, sock)
@@ -625,24 +722,24 @@ def _http2_protocol() -> str:
 def _config(settings: ProcessSettings, workers: int, **options: Any) -> Any:
     """uvicorn's Config: this process set up and serving, or ``workers`` processes to be.
 
-    A guard cuts streams; the protocol makes the cut hang up on the client (see
-    :func:`guarded_http`). What a complete response left queued gets the same patience
-    as a waiting send.
+    The HTTP protocol is :meth:`ProcessSettings.http` (read timeouts, and hanging up
+    on the clients a guard cut).
     """
     import uvicorn
 
-    guard, _ = policies(**settings.policies)
     if workers > 1:
         # Each worker is a new process: it sets itself up from the environment.
         os.environ[WORKER_SETTINGS] = settings.to_json()
-        http = _protocol(settings) if guard is None else f"{__name__}:worker_http"
         return uvicorn.Config(
-            f"{__name__}:worker_app", factory=True, workers=workers, http=http, **options
+            f"{__name__}:worker_app",
+            factory=True,
+            workers=workers,
+            http=f"{__name__}:worker_http",
+            **options,
         )
     # Only now, with nothing left to fail: the defaults are process-wide.
     app = setup_process(settings)
-    protocol = _protocol(settings)
-    http_class: Any = protocol if guard is None else guarded_http(guard.wait_limit, protocol)
+    http_class: Any = settings.http()
     return uvicorn.Config(app, http=http_class, **options)
 
 

@@ -358,7 +358,7 @@ def _run_sse_swarm(urls: list[str], options: dict[str, Any]) -> None:
 )
 @click.option(
     "--requests",
-    type=click.IntRange(min=1),
+    type=click.IntRange(1, 10**9),
     default=None,
     help="Stop after this many requests in all (default: no limit).",
 )

@@ -41,7 +41,7 @@ from sluicegate.client.ratelimit import TokenBucket, default_rcvbuf, read_size_f
 from sluicegate.client.resume import PartMeta, plan_response, request_headers
 from sluicegate.client.schedule import Event, Schedule, ScheduleCursor, parse_schedule
 from sluicegate.errors import ConfigError
-from sluicegate.units import parse_rate
+from sluicegate.units import MAX_SOCKET_BUFFER, parse_rate
 
 __all__ = ["ExitCode", "FetchCounters", "FetchResult", "fetch", "parse_url"]
 
@@ -521,8 +521,8 @@ class _Options:
         rate, rcvbuf, mss = self.rate, self.rcvbuf, self.mss
         if rate is not None and (rate <= 0 or not math.isfinite(rate)):
             raise ConfigError(f"bad rate {rate!r}: must be a finite number of bytes per second > 0")
-        if rcvbuf is not None and rcvbuf <= 0:
-            raise ConfigError(f"bad rcvbuf {rcvbuf}: must be more than 0 bytes")
+        if rcvbuf is not None and not 0 < rcvbuf <= MAX_SOCKET_BUFFER:
+            raise ConfigError(f"bad rcvbuf {rcvbuf}: must be from 1 byte to 1 GiB")
         if not self.timeout > 0:
             raise ConfigError(f"bad timeout {self.timeout}: must be more than 0 s")
         if self.output is not None:

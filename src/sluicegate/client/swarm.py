@@ -50,6 +50,8 @@ Kind = Literal["fast", "slow", "stall"]
 STALL = Schedule((Event(0.0, "pause", math.inf),))
 #: pause after a failed request so a refused connection does not become a hot loop
 ERROR_BACKOFF = 0.1
+#: Largest weight in a mix: weights are proportions, and a million parts is plenty.
+MAX_WEIGHT = 1_000_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,8 +81,12 @@ def parse_mix(spec: str) -> tuple[MixEntry, ...]:
         head, colon, weight_text = item.strip().rpartition(":")
         if not colon:
             head, weight_text = item.strip(), "1"
-        if not weight_text.strip().isdigit() or int(weight_text) <= 0:
-            raise _mix_error(spec, index, item, f"weight {weight_text!r} is not a whole number > 0")
+        weight_text = weight_text.strip()
+        # Length first: int() of thousands of digits is slow, then refused by Python.
+        valid = weight_text.isascii() and weight_text.isdigit() and len(weight_text) <= 7
+        if not valid or not 0 < int(weight_text) <= MAX_WEIGHT:
+            why = f"weight {weight_text[:20]!r} is not a whole number from 1 to {MAX_WEIGHT:,}"
+            raise _mix_error(spec, index, item, why)
         weight = int(weight_text)
         kind, eq, rate_text = (part.strip() for part in head.partition("="))
         if kind == "slow":

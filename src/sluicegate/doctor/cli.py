@@ -7,35 +7,24 @@
 from __future__ import annotations
 
 import json
-import re
 import signal
 from pathlib import Path
 
 import click
 from rich.console import Console
 
+from sluicegate.cli.clitools import OneLineCommand
 from sluicegate.doctor.analysis import analyze
 from sluicegate.doctor.report import print_summary, render_html
 from sluicegate.doctor.run import DoctorConfig, run_doctor
 from sluicegate.doctor.samples import Event
-
-_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "": 1.0}
-_DURATION = re.compile(r"^\s*(\d+(?:\.\d*)?|\.\d+)\s*(ms|s|m)?\s*$")
-
-
-def parse_duration(text: str) -> float:
-    """Seconds in ``"10ms"``, ``"1.5s"``, ``"2m"`` or ``"3"`` (seconds).
-
-    >>> parse_duration("10ms")
-    0.01
-    """
-    match = _DURATION.match(text)
-    if match is None:
-        raise ValueError(f"not a duration: {text!r} (try 10ms, 1.5s, 2m)")
-    return float(match.group(1)) * _UNITS[match.group(2) or ""]
+from sluicegate.errors import ConfigError
+from sluicegate.units import parse_duration
 
 
 class _Duration(click.ParamType):  # type: ignore[type-arg]
+    """A finite duration (``10ms``, ``1.5s``, ``2m``) through :mod:`sluicegate.units`."""
+
     name = "duration"
 
     def convert(
@@ -44,8 +33,8 @@ class _Duration(click.ParamType):  # type: ignore[type-arg]
         if isinstance(value, float | int):
             return float(value)
         try:
-            seconds = parse_duration(str(value))
-        except ValueError as exc:
+            seconds = parse_duration(str(value), forever=False)
+        except ConfigError as exc:
             self.fail(str(exc), param, ctx)
         if seconds <= 0 and param is not None and param.name in ("interval", "net_interval"):
             self.fail("must be more than 0", param, ctx)
@@ -61,7 +50,9 @@ def docs_base() -> str:
     return local.as_uri() if local.is_dir() else "docs/diagnoses"
 
 
-@click.command("doctor", context_settings={"help_option_names": ["-h", "--help"]})
+@click.command(
+    "doctor", cls=OneLineCommand, context_settings={"help_option_names": ["-h", "--help"]}
+)
 @click.option(
     "--on-port",
     "on_port",

@@ -99,6 +99,10 @@ class _Transfer:
     resume_url: str
     state: TransferState = "spooling"
     spooled: int = 0
+    #: Bytes of this transfer counted in ``Spool.total``: those spooled, plus a write
+    #: in flight (reserved before it starts, so that concurrent writers cannot all pass
+    #: the limit check and then all write), plus one whose outcome is unknown.
+    held: int = 0
     live_attached: bool = True
     error: BaseException | None = None
     ended_at: float | None = None
@@ -249,7 +253,8 @@ class Spool:
 
     def _forget(self, t: _Transfer) -> None:
         self._transfers.pop(t.id, None)
-        self.total -= t.spooled
+        self.total -= t.held
+        t.held = 0
         with contextlib.suppress(FileNotFoundError):
             os.unlink(t.path)
 
@@ -292,14 +297,8 @@ class Spool:
                     continue
                 if t.state == "spooling":
                     n = len(data)
-                    if (
-                        t.spooled + n <= self.max_transfer_bytes
-                        and self.total + n <= self.max_total_bytes
-                    ):
-                        await asyncio.to_thread(_write_all, fd, data)
-                        t.spooled += n
-                        self.total += n
-                        t.notify()
+                    if self._reserve(t, n):
+                        await self._append(t, fd, data)
                         continue
                     t.state = "truncated"
                     t.notify()
@@ -328,6 +327,36 @@ class Spool:
                 await _aclose(chunks)
             t.ended_at = time.monotonic()
             t.notify()
+
+    def _reserve(self, t: _Transfer, n: int) -> bool:
+        """Count ``n`` bytes against both limits before writing them; False if over.
+
+        Checking and counting happen with no ``await`` between them, so the limit
+        holds however many writers run at once.
+        """
+        if t.spooled + n > self.max_transfer_bytes or self.total + n > self.max_total_bytes:
+            return False
+        self.total += n
+        t.held += n
+        return True
+
+    async def _append(self, t: _Transfer, fd: int, data: bytes) -> None:
+        """Write reserved bytes; on failure cut the file back and release the reservation."""
+        n = len(data)
+        try:
+            await asyncio.to_thread(_write_all, fd, data)
+        except asyncio.CancelledError:
+            # The thread may still write: the reservation stays (released when the
+            # transfer is forgotten), so the disk never holds more than is counted.
+            raise
+        except BaseException:
+            with contextlib.suppress(OSError):
+                os.ftruncate(fd, t.spooled)
+            self.total -= n
+            t.held -= n
+            raise
+        t.spooled += n
+        t.notify()
 
     # -- reading ---------------------------------------------------------------
 
