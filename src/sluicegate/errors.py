@@ -10,6 +10,8 @@ Catch :class:`SluicegateError` for everything, or a branch for what you care abo
 
 from __future__ import annotations
 
+from types import TracebackType
+
 
 class SluicegateError(Exception):
     """Base class of every error sluicegate raises on purpose."""
@@ -28,6 +30,34 @@ class StreamError(SluicegateError):
 
 class ClientDisconnected(StreamError):
     """The client went away before the response was complete."""
+
+
+class _SendErrors:
+    """Context manager: an ``OSError`` from the server's ``send()`` is the client leaving.
+
+    ASGI 2.4 servers raise ``OSError`` from ``send()`` once the client has gone; to
+    sluicegate that is :class:`ClientDisconnected`, whoever sends. A class rather than
+    ``contextlib.contextmanager``: it wraps every message sent, and this costs a tenth.
+    """
+
+    __slots__ = ()
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(
+        self,
+        kind: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        if isinstance(exc, OSError):
+            raise ClientDisconnected("the client went away") from exc
+
+
+#: ``with send_errors: await send(...)`` maps ``OSError`` to :class:`ClientDisconnected`:
+#: the one place that mapping lives.
+send_errors = _SendErrors()
 
 
 class ProducerFailed(StreamError):

@@ -35,15 +35,25 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import enum
 import time
 import types
-from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Generator, Iterator
+from collections.abc import (
+    AsyncIterator,
+    Awaitable,
+    Callable,
+    Coroutine,
+    Generator,
+    Iterator,
+    Mapping,
+)
 from typing import Any, Final, Protocol
 
-from sluicegate.engine.channel import Bytes, Channel
+from sluicegate.engine.buffer import FLUSH, Bytes, nbytes, to_bytes
+from sluicegate.engine.channel import Channel
 from sluicegate.engine.metrics import REGISTRY, StreamMetrics
 from sluicegate.engine.sources import ChannelSource, Source
-from sluicegate.errors import ChannelClosed, ClientDisconnected, StreamError, StreamTimedOut
+from sluicegate.errors import ChannelClosed, StreamError, StreamTimedOut, send_errors
 from sluicegate.http.integrity import Digester
 
 #: The most bytes put in one ``http.response.body`` message.
@@ -145,12 +155,54 @@ class SendGuard(Protocol):
         """Why the stream must be cut now (a short sentence), or None to go on."""
 
 
+class PumpState(enum.Enum):
+    """Where one response's pump is. See :data:`TRANSITIONS` for the moves."""
+
+    #: nothing sent yet; the producer runs
+    IDLE = "idle"
+    #: the head is out; messages go out in the producer's own task while the server
+    #: takes them at once
+    INLINE = "inline"
+    #: a sender task sends (the client lags, or the producer let the loop turn with
+    #: bytes queued); the producer reads ahead up to the budget
+    HANDED_OVER = "handed_over"
+    #: the producer ended: what is left goes out, then the end of the body
+    ENDING = "ending"
+    #: the last message (``more_body=False``) has gone
+    COMPLETE = "complete"
+    #: stopped short: the producer or the server failed, the client left, or the
+    #: request was cancelled
+    FAILED = "failed"
+
+
+_S = PumpState
+#: Every legal move of a pump, and nothing else. The one place that says what may
+#: follow what; :meth:`Pump._to` enforces it.
+TRANSITIONS: Final[Mapping[PumpState, frozenset[PumpState]]] = {
+    _S.IDLE: frozenset({_S.INLINE, _S.HANDED_OVER, _S.ENDING, _S.FAILED}),
+    _S.INLINE: frozenset({_S.HANDED_OVER, _S.ENDING, _S.FAILED}),
+    _S.HANDED_OVER: frozenset({_S.INLINE, _S.ENDING, _S.FAILED}),
+    _S.ENDING: frozenset({_S.COMPLETE, _S.FAILED}),
+    _S.COMPLETE: frozenset(),
+    _S.FAILED: frozenset(),
+}
+_TERMINAL: Final = frozenset({_S.COMPLETE, _S.FAILED})
+
+
+class IllegalTransition(RuntimeError):
+    """A pump was asked to move where :data:`TRANSITIONS` does not allow: a bug."""
+
+
 class Pump:
     """Moves one response's bytes from its channel to the server's ``send``.
 
     ``start(size)`` sends the response head; it is called once, just before the first
     body message, with the body's size when known (``size``, or the whole body when
     the producer ended before anything was sent).
+
+    Its life is :attr:`state`, a :class:`PumpState`; every change goes through
+    :data:`TRANSITIONS`. The scheduling state (whether a turn of the event loop is
+    awaited, and what it found) lives here too, beside the states it moves between.
     """
 
     def __init__(
@@ -166,6 +218,9 @@ class Pump:
         digester: Digester | None = None,
     ) -> None:
         self.channel = channel
+        # The plain data under the channel: the pump's own task may use it without
+        # the channel's lock when nobody else can touch it (run_iterator).
+        self._buffer = channel.buffer
         self.guard = guard
         #: hashes every message as it is handed to the server
         self.digester = digester
@@ -174,18 +229,44 @@ class Pump:
         self.metrics = metrics
         self.size = size
         self.max_message = max_message
-        #: the head has gone out (or is going out)
-        self.started = False
-        #: the producer has ended
-        self.ended = False
-        #: the last body message (``more_body=False``) has been sent
-        self.finished = False
+        #: where the pump is; see :class:`PumpState`
+        self.state = PumpState.IDLE
         self._sender: asyncio.Task[None] | None = None
         self._head: asyncio.Future[None] | None = None
         # Inside _pause(): a turn of the loop we asked for, not a producer waiting.
         self._pausing = False
-        # run_iterator has left fill(): a turn callback still queued must do nothing.
-        self._done = False
+        # A _turn callback is queued: bytes were queued since the loop last turned.
+        self._turn_pending = False
+        # The last _turn started a sender: the next chunk lets it go first.
+        self._turned = False
+
+    # -- state -------------------------------------------------------------------------
+
+    def _to(self, new: PumpState) -> None:
+        """Move to ``new``; raise :class:`IllegalTransition` if that is not a legal move."""
+        if new not in TRANSITIONS[self.state]:
+            raise IllegalTransition(f"pump cannot go from {self.state.value} to {new.value}")
+        self.state = new
+
+    def _fail(self) -> None:
+        """Stop short, unless the pump has already ended one way or the other."""
+        if self.state not in _TERMINAL:
+            self._to(PumpState.FAILED)
+
+    @property
+    def started(self) -> bool:
+        """The head has gone out (or is going out)."""
+        return self._head is not None
+
+    @property
+    def ended(self) -> bool:
+        """The producer has ended (what is left may still be going out)."""
+        return self.state is PumpState.ENDING or self.state is PumpState.COMPLETE
+
+    @property
+    def finished(self) -> bool:
+        """The last body message (``more_body=False``) has been sent."""
+        return self.state is PumpState.COMPLETE
 
     # -- driving ---------------------------------------------------------------------
 
@@ -193,27 +274,26 @@ class Pump:
         """Produce from ``iterator`` in this task and send, overlapping when the client lags."""
         channel = self.channel
         try:
-            await channel.fill(
-                iterator,
-                charset,
-                when_full=self._make_room,
-                on_turn=self._on_turn,
-                on_flush=self._flush,
-            )
-            self.ended = True
+            await self._produce(iterator, charset)
+            if self.state is not PumpState.FAILED:
+                self._to(PumpState.ENDING)
+            # (Failed: the sender did, and _finish raises its error.)
             await self._finish()
         except ChannelClosed:
+            self._fail()
             # The sender failed and closed the channel: its error is the one to report.
             if channel.error is not None:
                 raise channel.error from None
             raise
         except asyncio.CancelledError:
-            self._done = True
+            self._fail()
             with contextlib.suppress(Exception, asyncio.CancelledError):
                 await self._stop_sender()
             raise
+        except BaseException:
+            self._fail()
+            raise
         finally:
-            self._done = True
             # The producer failed: let what it made before leave (an in-band ending
             # follows it, and an abort is no less honest for it), then collect the
             # sender's error, if any, without masking the producer's.
@@ -222,25 +302,110 @@ class Pump:
 
     async def run_channel(self) -> None:
         """Send what another producer puts in the channel, until it is closed."""
+        try:
+            await self._relay()
+        except BaseException:
+            self._fail()
+            raise
+
+    async def _relay(self) -> None:
         channel = self.channel
-        chunk = await next_message(channel, self.max_message)
-        self.ended = channel.exhausted
+        cap = self.max_message
+        chunk = await next_message(channel, cap)
+        if channel.exhausted:
+            self._to(PumpState.ENDING)
         await self._commit()
         while chunk is not None:
             more = not channel.exhausted or channel.error is not None
+            if not more and self.state is not PumpState.ENDING:
+                self._to(PumpState.ENDING)
             await self._send_message(chunk, more)
             if not more:
                 return
             # A producer thread may keep the channel full: let the loop turn so that
             # a client that left is noticed before the next message.
             await self._pause()
-            chunk = channel.take(self.max_message)
+            chunk = channel.take(cap)
             if chunk is None:
-                chunk = await next_message(channel, self.max_message)
+                chunk = await next_message(channel, cap)
+        if self.state is not PumpState.ENDING:
+            self._to(PumpState.ENDING)
         await self.send_body(b"", False)
-        self.finished = True
+        self._to(PumpState.COMPLETE)
 
-    # -- the iterator path's pieces ----------------------------------------------------
+    # -- producing (run_iterator) ------------------------------------------------------
+
+    async def _produce(self, chunks: AsyncIterator[Any], charset: str) -> None:
+        """Put everything ``chunks`` yields, sending at the mark; the hot loop.
+
+        A chunk that reaches the mark on its own while nothing is held and the head
+        is out goes straight to the server (no queue, no lock); anything else is
+        queued, and sent when the budget is spent, when the producer lets the loop
+        turn (:meth:`_turn`), or at a :data:`FLUSH`.
+        """
+        channel = self.channel
+        buffer = self._buffer
+        loop = channel.attach()
+        limit = buffer.limit
+        cap = self.max_message
+        append = buffer.append if buffer.policy == "wait" else channel.put_nowait
+        inline = PumpState.INLINE
+        async for chunk in chunks:
+            if self._turned:
+                # The producer waited, and a sender was started for what it had made
+                # before: let that go first, as it would had this chunk come later.
+                self._turned = False
+                await asyncio.sleep(0)
+            if type(chunk) is not bytes:
+                if chunk is FLUSH:
+                    if channel.closed:
+                        raise ChannelClosed("the stream has ended")
+                    buffer.mark()
+                    await self._flush()
+                    continue
+                chunk = to_bytes(chunk, charset)
+            n = len(chunk) if type(chunk) is bytes else nbytes(chunk)
+            if limit <= n <= cap and not buffer.buffered and self.state is inline:
+                # Straight out: the same message the queue would make of it.
+                if channel.closed:
+                    raise channel.error or ChannelClosed("the stream has ended")
+                self._send_direct(chunk, n)
+                chunk = None
+                if self.state is inline:
+                    await self._pause()
+                else:
+                    await self._wait_for_room()
+                if channel.closed:
+                    return
+                continue
+            append(chunk)
+            if not self._turn_pending:
+                self._turn_pending = True
+                loop.call_soon(self._turn)
+            if buffer.buffered >= limit:
+                if channel.closed:
+                    raise channel.error or ChannelClosed("the stream has ended")
+                # Drop our reference: a 20 MB chunk must not stay alive while the
+                # producer makes the next one.
+                chunk = None
+                await self._make_room()
+                if channel.closed:
+                    return
+
+    def _turn(self) -> None:
+        """The loop turned with bytes queued: the producer is waiting; let them leave."""
+        if self._pausing:
+            # Our own pause, not the producer waiting: look again at the next turn.
+            if self._buffer.has_queued:
+                asyncio.get_running_loop().call_soon(self._turn)
+            else:
+                self._turn_pending = False
+            return
+        self._turn_pending = False
+        state = self.state
+        if (state is PumpState.IDLE or state is PumpState.INLINE) and self._buffer.has_queued:
+            self._hand_over(None, 0)
+            self._turned = True
 
     def _make_room(self) -> Awaitable[None]:
         """The channel is at the mark: send now, or wait for the sender to catch up.
@@ -248,28 +413,22 @@ class Pump:
         The fast path sends one message inline and returns :meth:`_pause`, the
         cheapest await there is: one turn of the loop, no coroutine object.
         """
-        channel = self.channel
-        if self.started and self._sender is None:
+        buffer = self._buffer
+        if self.state is PumpState.INLINE:
             self._send_one()
-            if self._sender is None and channel.queued < channel.limit:
+            if self.state is PumpState.INLINE and buffer.queued < buffer.limit:
                 return self._pause()
         return self._wait_for_room()
 
-    def _send_one(self) -> None:
-        """Send the next message inline, or hand it to a sender task if it must wait."""
-        chunk = self.channel.take(self.max_message)
-        if chunk is not None:
-            self._send_or_hand_over(chunk)
-
     async def _wait_for_room(self) -> None:
-        channel = self.channel
-        if not self.started:
+        channel, buffer = self.channel, self._buffer
+        if self.state is PumpState.IDLE:
             await self._commit()
-        while self._sender is None and channel.queued >= channel.limit:
+        while self.state is PumpState.INLINE and buffer.queued >= buffer.limit:
             self._send_one()
-            if self._sender is None:
+            if self.state is PumpState.INLINE:
                 await self._pause()
-        while self._sender is not None and channel.buffered >= channel.limit:
+        while self.state is PumpState.HANDED_OVER and not buffer.has_room:
             await channel.wait_room()
             if channel.closed:
                 await self._stop_sender()  # raises the sender's error
@@ -292,65 +451,87 @@ class Pump:
 
     async def _flush(self) -> None:
         """The producer asked for what it made to leave now (``FLUSH``)."""
-        if self._sender is None:
+        if self.state is PumpState.IDLE:
             await self._commit()
-            while self._sender is None and self.channel.has_queued:
-                self._send_one()
-                if self._sender is None:
-                    await self._pause()
+        while self.state is PumpState.INLINE and self._buffer.has_queued:
+            self._send_one()
+            if self.state is PumpState.INLINE:
+                await self._pause()
 
-    def _on_turn(self) -> bool | None:
-        """The producer let the loop turn with bytes queued: let them leave now.
+    # -- sending inline ------------------------------------------------------------------
 
-        None while the pump itself let the loop turn (:meth:`_pause`): ask again at
-        the next turn.
+    def _send_one(self) -> None:
+        """Send the next queued message inline, or hand it to a sender if it must wait."""
+        buffer = self._buffer
+        chunk = buffer.take(self.max_message)
+        if chunk is None:
+            return
+        n = len(chunk) if type(chunk) is bytes else nbytes(chunk)
+        self._account(chunk, buffer.buffered)
+        if self._step_send(chunk, n):
+            buffer.release(n)
+        # else: the bytes stay taken until the sender has finished sending them
+
+    def _send_direct(self, chunk: Bytes, n: int) -> None:
+        """Send a chunk that was never queued; counted while a sender finishes it."""
+        self._account(chunk, n)
+        if self._step_send(chunk, n):
+            self._buffer.passed(n)
+        else:
+            self._buffer.in_flight(n)
+
+    def _step_send(self, chunk: Bytes, n: int) -> bool:
+        """Start sending ``chunk``; True if the server took it at once.
+
+        Stepped by hand to learn that without a task switch. If the server must wait
+        for the client, the rest of the send moves to a sender task.
         """
-        if self._pausing:
-            return None
-        if self.ended or self._done:
-            return False  # _finish (or the error path) owns the rest
-        if self._sender is None and not self.finished and self.channel.has_queued:
-            self._sender = _sender_task(self._drain())
-            return True
-        return False
-
-    def _send_or_hand_over(self, chunk: Bytes) -> None:
-        """Send ``chunk``; if the server must wait for the client, finish it in a task."""
-        n = chunk.nbytes if type(chunk) is memoryview else len(chunk)
-        self._account(chunk)
         message = {"type": "http.response.body", "body": chunk, "more_body": True}
-        # Stepped by hand to learn whether the server takes it at once. ASGI promises
-        # an awaitable, not a coroutine: its iterator may have no send() (granian).
+        # ASGI promises an awaitable, not a coroutine: its iterator may have no
+        # send() (granian), so it is advanced with next().
         step = self._send(message).__await__()
         try:
-            waiting_on = next(step)
-        except OSError as exc:  # ASGI 2.4: send() raises once the client is gone
-            raise ClientDisconnected("the client went away") from exc
+            with send_errors:
+                waiting_on = next(step)
         except StopIteration:
-            self.channel.release(n)
             self.metrics.bytes_sent += n
             if self.guard is not None:
                 self._judge(n, 0.0)
-            return
-        self._sender = _sender_task(self._drain(_Resume(step, waiting_on), n))
+            return True
+        self._hand_over(_Resume(step, waiting_on), n)
+        return False
+
+    # -- sending from a sender task ------------------------------------------------------
+
+    def _hand_over(self, blocked: _Resume | None, n: int) -> None:
+        """Let a sender task send from now on (after finishing ``blocked``, if any)."""
+        self._to(PumpState.HANDED_OVER)
+        self._sender = _sender_task(self._drain(blocked, n))
 
     async def _drain(self, blocked: _Resume | None = None, n: int = 0) -> None:
         """Finish a blocked send, then send whatever is queued, until nothing is."""
-        channel = self.channel
+        channel, buffer = self.channel, self._buffer
         try:
             if blocked is not None:
                 await self._wait_for_client(blocked, n)
             await self._commit()
-            while not self.finished and (chunk := channel.take(self.max_message)) is not None:
-                await self._send_message(chunk, not (self.ended and not channel.has_queued))
+            while (
+                self.state is not PumpState.COMPLETE
+                and (chunk := channel.take(self.max_message)) is not None
+            ):
+                last = self.state is PumpState.ENDING and not buffer.has_queued
+                await self._send_message(chunk, not last)
         except BaseException as exc:
             # Wake a producer waiting for room: it must stop, with this error. This
             # task stays in _sender so that the pump collects its error. A cancelled
             # send is a failed one too: never let the rest pass for a whole body.
             error = exc if isinstance(exc, Exception) else StreamError("sending was cancelled")
             channel.close(error)
+            self._fail()
             raise
         self._sender = None
+        if self.state is PumpState.HANDED_OVER:
+            self._to(PumpState.INLINE)
 
     async def _finish(self) -> None:
         """The producer ended: send what is left and the end of the body."""
@@ -360,11 +541,14 @@ class Pump:
         if channel.closed and channel.error is not None:
             raise channel.error
         await self._commit()
-        while not self.finished and (chunk := channel.take(self.max_message)) is not None:
-            await self._send_message(chunk, channel.has_queued)
-        if not self.finished:
+        while (
+            self.state is not PumpState.COMPLETE
+            and (chunk := channel.take(self.max_message)) is not None
+        ):
+            await self._send_message(chunk, self._buffer.has_queued)
+        if self.state is not PumpState.COMPLETE:
             await self.send_body(b"", False)
-            self.finished = True
+            self._to(PumpState.COMPLETE)
 
     async def _stop_sender(self, *, wait: bool = False) -> None:
         """Wait for (``wait``) or cancel the sender task; raise its error if it failed."""
@@ -391,45 +575,44 @@ class Pump:
             if not head.done():
                 await head
             return
-        self.started = True
         head = self._head = asyncio.get_running_loop().create_future()
         size = self.size
-        if size is None and self.ended and self.channel.error is None:
+        if size is None and self.state is PumpState.ENDING and self.channel.error is None:
             # The whole body is already here: say how long it is.
-            size = self.channel.buffered
+            size = self._buffer.buffered
         try:
             await self._start(size)
         finally:
             head.set_result(None)
+        if self.state is PumpState.IDLE:
+            self._to(PumpState.INLINE)
 
-    def _account(self, chunk: Bytes) -> None:
+    def _account(self, chunk: Bytes, held: int) -> None:
+        """Hash ``chunk`` and record ``held``, the bytes held while it is being sent."""
         if self.digester is not None:
             self.digester.update(chunk)
         metrics = self.metrics
-        buffered = self.channel.buffered
-        if buffered > metrics.peak_buffered:
-            metrics.peak_buffered = buffered
-        metrics.bytes_buffered = buffered
+        if held > metrics.peak_buffered:
+            metrics.peak_buffered = held
+        metrics.bytes_buffered = held
 
     async def _send_message(self, chunk: Bytes, more: bool) -> None:
-        n = chunk.nbytes if type(chunk) is memoryview else len(chunk)
-        self._account(chunk)
+        n = len(chunk) if type(chunk) is bytes else nbytes(chunk)
+        self._account(chunk, self._buffer.buffered)
         await self._wait_for_client(self.send_body(chunk, more), n)
         if not more:
-            self.finished = True
+            self._to(PumpState.COMPLETE)
 
     async def send_body(self, chunk: Bytes, more: bool) -> None:
         """Send one body message now (outside the budget: for endings)."""
-        try:
+        with send_errors:
             await self._send({"type": "http.response.body", "body": chunk, "more_body": more})
-        except OSError as exc:  # ASGI 2.4: send() raises once the client is gone
-            raise ClientDisconnected("the client went away") from exc
 
     async def _wait_for_client(self, sending: Awaitable[None], n: int) -> None:
         """Await a send of ``n`` bytes, within the guard's deadline if there is one."""
         guard = self.guard
         t0 = time.monotonic()
-        try:
+        with send_errors:
             if guard is None:
                 await sending
             else:
@@ -439,8 +622,6 @@ class Pump:
                 except TimeoutError:
                     reason = guard.verdict(time.monotonic()) or "the client accepted nothing"
                     raise StreamTimedOut(reason) from None
-        except OSError as exc:
-            raise ClientDisconnected("the client went away") from exc
         waited = time.monotonic() - t0
         self.metrics.blocked_seconds += waited
         self.channel.release(n)

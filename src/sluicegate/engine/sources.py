@@ -29,7 +29,9 @@ from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Iterable, I
 from concurrent.futures import Future
 from typing import IO, Any, Protocol, TypeAlias
 
-from sluicegate.engine.channel import FLUSH, Bytes, Channel, Chunk, _encode, _Flush
+from sluicegate.engine.buffer import FLUSH, Bytes, Chunk, _Flush
+from sluicegate.engine.buffer import to_bytes as _to_bytes
+from sluicegate.engine.channel import Channel
 from sluicegate.errors import ConfigError
 
 #: Largest read from a file: big enough for throughput, small enough to stay bounded.
@@ -63,7 +65,7 @@ class Source(Protocol):
 
 def to_bytes(chunk: Chunk | _Flush, charset: str) -> Bytes | _Flush:
     """Normalise one produced chunk: encode ``str``, flatten multi-byte memoryviews."""
-    return _encode(chunk, charset)
+    return _to_bytes(chunk, charset)
 
 
 class BytesSource:
