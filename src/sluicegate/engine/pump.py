@@ -41,13 +41,12 @@ import types
 from collections.abc import (
     AsyncIterator,
     Awaitable,
-    Callable,
     Coroutine,
     Generator,
     Iterator,
     Mapping,
 )
-from typing import Any, Final, Protocol
+from typing import Any, Final
 
 from sluicegate.engine.buffer import FLUSH, Bytes, nbytes, to_bytes
 from sluicegate.engine.channel import Channel
@@ -55,12 +54,23 @@ from sluicegate.engine.metrics import REGISTRY, StreamMetrics
 from sluicegate.engine.sources import ChannelSource, Source
 from sluicegate.errors import ChannelClosed, StreamError, StreamTimedOut, send_errors
 from sluicegate.http.integrity import Digester
+from sluicegate.interfaces import Send, SendGuard, StartResponse
+
+__all__ = [
+    "MAX_MESSAGE",
+    "TRANSITIONS",
+    "IllegalTransition",
+    "Producer",
+    "Pump",
+    "PumpState",
+    "Send",
+    "SendGuard",
+    "StartResponse",
+    "next_message",
+]
 
 #: The most bytes put in one ``http.response.body`` message.
 MAX_MESSAGE: Final = 64 * 1024
-
-#: The server's ASGI ``send``.
-Send = Callable[[dict[str, Any]], Awaitable[None]]
 
 
 class Producer:
@@ -133,26 +143,6 @@ async def next_message(channel: Channel, max_message: int) -> Bytes | None:
                 raise channel.error
             return None
         await channel.wait_data()
-
-
-StartResponse = Callable[[int | None], Awaitable[None]]
-
-
-class SendGuard(Protocol):
-    """Decides when a slow reader has held a stream too long (see :mod:`sluicegate.protect.guard`).
-
-    The pump tells it about every message the server accepted and asks it for a
-    deadline whenever a ``send()`` has to wait for the client.
-    """
-
-    def accepted(self, now: float, nbytes: int, waited: float) -> None:
-        """``nbytes`` were accepted at ``now`` after waiting ``waited`` s for the client."""
-
-    def deadline(self, now: float) -> float | None:
-        """The monotonic time by which a waiting ``send()`` must finish, or None."""
-
-    def verdict(self, now: float) -> str | None:
-        """Why the stream must be cut now (a short sentence), or None to go on."""
 
 
 class PumpState(enum.Enum):

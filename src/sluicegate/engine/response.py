@@ -31,7 +31,7 @@ import logging
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any
 
 from starlette.background import BackgroundTask
 from starlette.responses import Response
@@ -39,8 +39,8 @@ from starlette.types import Message, Receive, Scope, Send
 
 from sluicegate.engine.channel import DEFAULT_LIMIT, Bytes, Channel
 from sluicegate.engine.failure import OnError, check_policy, final_chunk
-from sluicegate.engine.metrics import REGISTRY, StreamMetrics, StreamState
-from sluicegate.engine.pump import MAX_MESSAGE, Producer, Pump, SendGuard
+from sluicegate.engine.metrics import REGISTRY, StreamMetrics
+from sluicegate.engine.pump import MAX_MESSAGE, Producer, Pump
 from sluicegate.engine.sources import (
     AsyncIterSource,
     BytesSource,
@@ -52,38 +52,26 @@ from sluicegate.engine.sources import (
 from sluicegate.errors import ClientDisconnected, ConfigError, StreamTimedOut
 from sluicegate.http.integrity import Digester, digest_of
 from sluicegate.http.problem import send_problem
+from sluicegate.interfaces import (
+    Admission,
+    AdmissionTicket,
+    GuardFactory,
+    Refusal,
+    TransferState,
+)
 from sluicegate.ledger.base import Ledger
 
+__all__ = [
+    "Admission",
+    "AdmissionTicket",
+    "Defaults",
+    "GuardFactory",
+    "Refusal",
+    "StreamResponse",
+    "defaults",
+]
+
 logger = logging.getLogger("sluicegate")
-
-
-class GuardFactory(Protocol):
-    """Makes a fresh :class:`~sluicegate.engine.pump.SendGuard` for each stream."""
-
-    def new(self, now: float) -> SendGuard:
-        """The guard of one stream that starts at ``now`` (``time.monotonic()``)."""
-
-
-class AdmissionTicket(Protocol):
-    """An admitted stream's place in the budgets; released when the stream ends."""
-
-    def release(self) -> None:
-        """Give the place back."""
-
-
-@dataclass(frozen=True, slots=True)
-class Refusal:
-    """Why a stream was not admitted, and when to try again."""
-
-    reason: str
-    retry_after: float
-
-
-class Admission(Protocol):
-    """Admits a new stream or refuses it before anything is produced (a 503)."""
-
-    def admit(self, scope: Scope) -> AdmissionTicket | Refusal:
-        """A ticket to stream, or a refusal."""
 
 
 @dataclass(slots=True)
@@ -215,7 +203,7 @@ class StreamResponse(Response):
             channel = Channel(self.high_water_mark, "wait")
         metrics = self.metrics = REGISTRY.open(scope.get("path", ""))
         producer = Producer(source, channel, metrics)
-        state: StreamState = "failed"
+        state = TransferState.FAILED
         ticket: AdmissionTicket | None = None
         try:
             admitted = self.admission.admit(scope) if self.admission is not None else None
@@ -232,7 +220,7 @@ class StreamResponse(Response):
             if scope.get("method") == "HEAD":
                 await self._send_start(send, source.size)
                 await send({"type": "http.response.body", "body": b"", "more_body": False})
-                state = "completed"
+                state = TransferState.COMPLETED
             else:
                 transfer = await self._begin_transfer(scope, source.size)
                 try:
@@ -255,7 +243,7 @@ class StreamResponse(Response):
         source: Source,
         channel: Channel,
         producer: Producer,
-    ) -> StreamState:
+    ) -> TransferState:
         digester = Digester() if self.digest else None
         trailers = digester is not None and _trailers_wanted(scope)
         if digester is not None and isinstance(source, BytesSource) and source.data is not None:
@@ -289,18 +277,18 @@ class StreamResponse(Response):
         try:
             await task
             await _send_trailers(send, digester if trailers else None)
-            return "completed"
+            return TransferState.COMPLETED
         except StreamTimedOut as exc:
             # Cut like a failure, but quietly: no traceback for a routine event.
             # Returning without the last message makes the server close the
             # connection without the terminating chunk.
             logger.info("cut a slow reader of %s: %s", scope.get("path"), exc)
-            return "timed_out"
+            return TransferState.TIMED_OUT
         except (asyncio.CancelledError, ClientDisconnected):
             current = asyncio.current_task()
             if current is not None and current.cancelling():
                 raise  # we are being cancelled ourselves (server shutdown)
-            return "client_gone"
+            return TransferState.CLIENT_GONE
         except Exception as exc:
             self._error = exc
             if pump.started:
@@ -315,7 +303,7 @@ class StreamResponse(Response):
                         await _send_counted(pump, chunk, True)
                     await _send_counted(pump, last, False)
                     await _send_trailers(send, digester if trailers else None)
-                    return "failed"
+                    return TransferState.FAILED
                 # After the commit the only honest signal left is an incomplete body:
                 # re-raising makes the server close the connection without the last chunk.
                 exc.add_note(f"sluicegate: response aborted after {pump.metrics.bytes_sent} bytes")
@@ -328,7 +316,7 @@ class StreamResponse(Response):
                 "the response failed before any of it was sent",
                 error=type(exc).__name__,
             )
-            return "failed"
+            return TransferState.FAILED
         finally:
             watcher.cancel()
             await asyncio.gather(watcher, return_exceptions=True)
@@ -367,14 +355,14 @@ class StreamResponse(Response):
         self.raw_headers += [(b"transfer-id", transfer.encode()), (b"link", link.encode())]
         return transfer
 
-    async def _finish_transfer(self, transfer: str | None, state: StreamState, sent: int) -> None:
+    async def _finish_transfer(self, transfer: str | None, state: TransferState, sent: int) -> None:
         if transfer is None or self.ledger is None:
             return
         digester = self._digester
         try:
             await self.ledger.finish(
                 transfer,
-                state,
+                state.value,  # the ledger's states: a Literal of the same values
                 sent,
                 digest=digester.value() if digester is not None else None,
                 error=self._error,
