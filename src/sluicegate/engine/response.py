@@ -40,7 +40,7 @@ from starlette.types import Message, Receive, Scope, Send
 from sluicegate.engine.channel import DEFAULT_LIMIT, Bytes, Channel
 from sluicegate.engine.failure import OnError, check_policy, final_chunk
 from sluicegate.engine.metrics import REGISTRY, StreamMetrics
-from sluicegate.engine.pump import MAX_MESSAGE, Producer, Pump
+from sluicegate.engine.pump import BURST_MESSAGE, MAX_MESSAGE, Producer, Pump
 from sluicegate.engine.sources import (
     AsyncIterSource,
     BytesSource,
@@ -111,7 +111,9 @@ class StreamResponse(Response):
     :param high_water_mark: bytes sluicegate may hold for this stream beyond the
         producer's current chunk (read-ahead plus the message in flight).
     :param content_length: the body's size when you know it and sluicegate cannot.
-    :param max_message: the largest ``http.response.body`` message.
+    :param max_message: the largest ``http.response.body`` message (default: 64 KiB,
+        growing to 256 KiB, or 4 budgets if less, while the server takes every
+        message at once).
     :param guard: slow-reader protection (default: ``sluicegate.defaults.guard``);
         a stream that breaks it is cut like a failure and recorded as ``timed_out``.
     :param admission: stream and memory budgets (default:
@@ -140,7 +142,7 @@ class StreamResponse(Response):
         high_water_mark: int | None = None,
         content_length: int | None = None,
         charset: str = "utf-8",
-        max_message: int = MAX_MESSAGE,
+        max_message: int | None = None,
         guard: GuardFactory | None = _UNSET,
         admission: Admission | None = _UNSET,
         on_error: OnError = "abort",
@@ -151,6 +153,12 @@ class StreamResponse(Response):
             high_water_mark = defaults.high_water_mark
         if not isinstance(high_water_mark, int) or high_water_mark < 1:
             raise ConfigError(f"high_water_mark must be a positive int, not {high_water_mark!r}")
+        # Left at its default, a message may grow while the server keeps up, to what
+        # the server may then hold for this stream: a few budgets' worth at most.
+        burst = max_message or 0
+        if max_message is None:
+            max_message = MAX_MESSAGE
+            burst = min(BURST_MESSAGE, 4 * high_water_mark)
         if not isinstance(max_message, int) or max_message < 1:
             raise ConfigError(f"max_message must be a positive int, not {max_message!r}")
         if content_length is not None and content_length < 0:
@@ -164,6 +172,7 @@ class StreamResponse(Response):
         self.guard: GuardFactory | None = defaults.guard if guard is _UNSET else guard
         self.admission: Admission | None = defaults.admission if admission is _UNSET else admission
         self.max_message = min(max_message, high_water_mark)
+        self.burst_message = max(self.max_message, burst)
         self.on_error = check_policy(on_error)
         self.ledger: Ledger | None = defaults.ledger if ledger is _UNSET else ledger
         # Hashing costs CPU on every byte: on when someone will read the result.
@@ -262,6 +271,7 @@ class StreamResponse(Response):
             self.metrics,
             size=source.size,
             max_message=self.max_message,
+            burst_message=self.burst_message,
             guard=self.guard.new(time.monotonic()) if self.guard is not None else None,
             digester=digester,
         )
