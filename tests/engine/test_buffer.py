@@ -104,18 +104,18 @@ def _is_whole_chunk_subsequence(out: bytes, offered: list[bytes]) -> bool:
 def test_small_chunks_share_one_bytearray_up_to_the_coalescing_size() -> None:
     buf = ByteBuffer(1 << 20)
     for _ in range(COALESCE // 100 + 10):
-        buf.append(b"r" * 100)
+        buf.append(b"r" * 100, 100)
     first = buf.take(1 << 20)
     assert isinstance(first, bytes)  # the runs were joined into one message
     assert len(first) == (COALESCE // 100 + 10) * 100
-    buf.append(b"x" * SMALL)
+    buf.append(b"x" * SMALL, SMALL)
     assert isinstance(buf.take(1 << 20), bytes)  # big enough to be queued by reference
 
 
 def test_a_large_chunk_leaves_as_zero_copy_slices() -> None:
     big = b"y" * 10_000
     buf = ByteBuffer(100)
-    buf.append(big)
+    buf.append(big, len(big))
     part = buf.take(4096)
     assert isinstance(part, memoryview) and part.obj is big
     assert buf.queued == 10_000 - 4096 and buf.buffered == 10_000
