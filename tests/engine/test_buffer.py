@@ -149,3 +149,15 @@ def test_a_multibyte_memoryview_is_cast_to_bytes() -> None:
     assert to_bytes(FLUSH, "utf-8") is FLUSH
     with pytest.raises(TypeError, match="int"):
         to_bytes(3, "utf-8")
+
+
+def test_a_chunk_sent_in_slices_is_held_whole_until_its_last_slice_is_released() -> None:
+    buf = ByteBuffer(100)
+    buf.append(b"z" * 10_000, 10_000)
+    sent = 0
+    while (part := buf.take(4096)) is not None:
+        assert buf.held == 10_000  # queued rest + slice in flight + slices gone: all alive
+        buf.release(nbytes(part))
+        sent += nbytes(part)
+        assert buf.buffered == 10_000 - sent
+    assert buf.held == buf.buffered == 0

@@ -342,3 +342,29 @@ async def test_a_request_cancelled_mid_message_closes_the_producer(wait: bool) -
         await asyncio.wait_for(task, 10)
     assert state["closed"]
     assert client.endings == 0
+
+
+async def test_a_stalled_stream_reports_the_whole_chunk_it_keeps_alive() -> None:
+    client = Client()
+    stuck = asyncio.get_running_loop().create_future()
+    blocked = asyncio.Event()
+
+    async def big() -> AsyncIterator[bytes]:
+        for _ in range(3):
+            yield b"b" * (1 << 20)
+
+    async def send(message: dict[str, Any]) -> None:
+        client.record(message)
+        if len(client.messages) == 5:  # the head, three slices, then the client stalls
+            blocked.set()
+            await stuck
+
+    response = StreamResponse(big())
+    task = asyncio.create_task(response(SCOPE, client.receive, send))
+    await asyncio.wait_for(blocked.wait(), 10)
+    await asyncio.sleep(0.01)
+    assert response.metrics is not None
+    # The 1 MiB chunk is alive while its slices wait, whatever the budget (64 KiB).
+    assert response.metrics.bytes_buffered >= 1 << 20
+    client.gone.set()
+    await asyncio.wait_for(task, 10)

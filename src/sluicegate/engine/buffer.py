@@ -101,6 +101,8 @@ class ByteBuffer:
     __slots__ = (
         "_head_partial",
         "_queue",
+        "_sliced",
+        "_sliced_left",
         "_tail",
         "buffered",
         "bytes_in",
@@ -120,6 +122,10 @@ class ByteBuffer:
         self._tail: bytearray | None = None
         # The queue's head is the rest of a chunk that started to leave.
         self._head_partial = False
+        # A chunk handed out in slices stays alive whole until its last slice is
+        # released: its size, and how much of it is still counted in buffered.
+        self._sliced = 0
+        self._sliced_left = 0
         #: bytes counted against the budget: queued plus taken and not released
         self.buffered = 0
         #: bytes taken and not yet released: the message in flight
@@ -229,6 +235,13 @@ class ByteBuffer:
     # -- out ------------------------------------------------------------------------
 
     @property
+    def held(self) -> int:
+        """Bytes alive because of this buffer: :attr:`buffered`, plus what has left
+        of a chunk that is being sent in slices (the slices still in the queue or in
+        flight keep all of it alive)."""
+        return self.buffered + self._sliced - self._sliced_left
+
+    @property
     def queued(self) -> int:
         """Bytes waiting to be taken (those taken and in flight not counted)."""
         return self.buffered - self.taken
@@ -261,6 +274,8 @@ class ByteBuffer:
         assert not isinstance(head, _Flush)
         size = len(head) if type(head) is bytes else nbytes(head)
         if size > max_bytes:
+            if not self._head_partial:  # the first slice of this chunk
+                self._sliced = self._sliced_left = size
             view = head if type(head) is memoryview else memoryview(head)
             q[0] = view[max_bytes:]
             self._head_partial = True
@@ -296,6 +311,11 @@ class ByteBuffer:
         """Give back the budget of ``n`` taken bytes: the server has accepted them."""
         self.taken -= n
         self.buffered -= n
+        if self._sliced:
+            # Messages go out one at a time: this one was a slice of that chunk.
+            self._sliced_left -= n
+            if self._sliced_left <= 0:
+                self._sliced = self._sliced_left = 0
 
     def __repr__(self) -> str:
         return f"<ByteBuffer {self.policy} {self.buffered}/{self.limit} B>"

@@ -455,6 +455,9 @@ class Pump:
             if self.state is PumpState.INLINE:
                 await self._pause()
         while self.state is PumpState.HANDED_OVER and not buffer.has_room:
+            # The producer waits with everything it made held: say so now, not at the
+            # next send (budgets read it while the client stalls).
+            self._note_held()
             await channel.wait_room()
             if channel.closed:
                 await self._stop_sender()  # raises the sender's error
@@ -507,8 +510,9 @@ class Pump:
         if self.digester is not None:
             self.digester.update(chunk)
         metrics = self.metrics
-        # Held while it is sent: what the buffer counts, or (sent past the queue) it.
-        held = self._buffer.buffered or n
+        # Held while it is sent: what the buffer keeps alive, or (sent past the
+        # queue) the chunk itself.
+        held = self._buffer.held or n
         if held > metrics.peak_buffered:
             metrics.peak_buffered = held
         metrics.bytes_buffered = held
@@ -625,9 +629,17 @@ class Pump:
             metrics.peak_buffered = held
         metrics.bytes_buffered = held
 
+    def _note_held(self) -> None:
+        """Record what the stream holds now in its metrics."""
+        held = self._buffer.held
+        metrics = self.metrics
+        if held > metrics.peak_buffered:
+            metrics.peak_buffered = held
+        metrics.bytes_buffered = held
+
     async def _send_message(self, chunk: Bytes, more: bool) -> None:
         n = len(chunk) if type(chunk) is bytes else nbytes(chunk)
-        self._account(chunk, self._buffer.buffered)
+        self._account(chunk, self._buffer.held)
         await self._wait_for_client(self.send_body(chunk, more), n)
         if not more:
             self._to(PumpState.COMPLETE)
@@ -655,6 +667,7 @@ class Pump:
         self.metrics.blocked_seconds += waited
         self.channel.release(n)
         self.metrics.bytes_sent += n
+        self._note_held()
         if guard is not None:
             self._judge(n, waited)
 
