@@ -6,6 +6,8 @@ STAMP := $(VENV)/.installed
 
 .PHONY: demo test lint bench clean
 
+# [dev] is every extra (server, client, doctor, redis, otel, prometheus) plus the test
+# tools, so `make demo` and `make test` have what they need.
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip

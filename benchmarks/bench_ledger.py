@@ -11,7 +11,11 @@ Redis backend:
 
 Then it serves a 1 KiB StreamResponse from uvicorn (in a subprocess, so client and
 server do not share a GIL) with and without the ledger around it, and prints the
-difference per request: the figure the "ledger adds at most 10 %" target is about.
+difference per request: the figure the "ledger adds at most 10 %" target is about. It
+does so with ``commit_before_end`` on (the default: the end of each response waits for
+its record's commit) and off (the record follows the end), so that the price of the
+guarantee shows. ``--concurrency N`` keeps N requests in flight instead of one, which
+is where commits and round trips are shared.
 """
 
 from __future__ import annotations
@@ -177,28 +181,38 @@ def make_app(ledger: Ledger) -> Any:
     )
 
 
-def _serve(where: str, port: int, commit_delay: float) -> None:
+def _serve(where: str, port: int, commit_delay: float, before_end: bool) -> None:
     import uvicorn
 
     ledger: Ledger
     if where.startswith("redis://"):
         from sluicegate.ledger.redis import RedisLedger
 
-        ledger = RedisLedger(where, prefix=f"bench-http:{time.time_ns()}:", max_age=600)
+        ledger = RedisLedger(
+            where,
+            prefix=f"bench-http:{time.time_ns()}:",
+            max_age=600,
+            commit_before_end=before_end,
+        )
     else:
-        ledger = SQLiteLedger(where, commit_delay=commit_delay)
+        ledger = SQLiteLedger(where, commit_delay=commit_delay, commit_before_end=before_end)
     uvicorn.run(make_app(ledger), host="127.0.0.1", port=port, log_level="warning")
 
 
 def http_overhead(
-    n: int, commit_delay: float = 0.005, redis_url: str | None = None
+    n: int,
+    commit_delay: float = 0.005,
+    redis_url: str | None = None,
+    before_end: bool = True,
+    concurrency: int = 1,
 ) -> dict[str, float]:
     """Per request on uvicorn, /plain against /ledgered, keep-alive, taken in turns.
 
     Wall time is what the client sees; server CPU time (all threads, from psutil) is what
     the ledger costs the server, and is much less disturbed by other load on the machine.
+    With ``concurrency`` > 1 that many requests are in flight at once (wall time is then
+    per request of the whole batch), which is where group commit shares commits.
     """
-    import httpx
     import psutil  # type: ignore[import-untyped]
 
     port = _free_port()
@@ -207,23 +221,26 @@ def http_overhead(
     with tempfile.TemporaryDirectory() as tmp:
         where = redis_url or str(Path(tmp) / "bench.db")
         server = subprocess.Popen(
-            [sys.executable, __file__, "--serve", where, str(port), str(commit_delay)]
+            [
+                *(sys.executable, __file__, "--serve", where, str(port)),
+                *(str(commit_delay), "1" if before_end else "0"),
+            ]
         )
         try:
             _wait_for_port(port)
             proc = psutil.Process(server.pid)
             wall = {"plain": 0.0, "ledgered": 0.0}
             cpu = {"plain": 0.0, "ledgered": 0.0}
-            with httpx.Client(base_url=f"http://127.0.0.1:{port}") as client:
+            base = f"http://127.0.0.1:{port}"
+            run = _serial(base) if concurrency <= 1 else _concurrent(base, concurrency)
+            with run as get_many:
                 for path in wall:  # warm up
-                    for _ in range(200):
-                        client.get(f"/{path}").raise_for_status()
+                    get_many(f"/{path}", 200)
                 for _ in range(rounds):
                     for path in wall:
                         before = proc.cpu_times()
                         start = time.perf_counter()
-                        for _ in range(per_round):
-                            client.get(f"/{path}").raise_for_status()
+                        get_many(f"/{path}", per_round)
                         wall[path] += time.perf_counter() - start
                         after = proc.cpu_times()
                         cpu[path] += after.user + after.system - before.user - before.system
@@ -238,6 +255,46 @@ def http_overhead(
     return out
 
 
+@contextlib.contextmanager
+def _serial(base: str) -> Iterator[Callable[[str, int], None]]:
+    """``get_many(path, n)``: n GETs one after the other on one keep-alive connection."""
+    import httpx
+
+    with httpx.Client(base_url=base) as client:
+
+        def get_many(path: str, n: int) -> None:
+            for _ in range(n):
+                client.get(path).raise_for_status()
+
+        yield get_many
+
+
+@contextlib.contextmanager
+def _concurrent(base: str, width: int) -> Iterator[Callable[[str, int], None]]:
+    """``get_many(path, n)``: n GETs, ``width`` in flight at once, from one event loop."""
+    import httpx
+
+    loop = asyncio.new_event_loop()
+    limits = httpx.Limits(max_connections=width, max_keepalive_connections=width)
+    client = httpx.AsyncClient(base_url=base, limits=limits)
+
+    async def many(path: str, n: int) -> None:
+        left = [n]
+
+        async def worker() -> None:
+            while left[0] > 0:
+                left[0] -= 1
+                (await client.get(path)).raise_for_status()
+
+        await asyncio.gather(*(worker() for _ in range(width)))
+
+    try:
+        yield lambda path, n: loop.run_until_complete(many(path, n))
+    finally:
+        loop.run_until_complete(client.aclose())
+        loop.close()
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("-n", type=int, default=10_000, help="transfers per measurement")
@@ -248,11 +305,21 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--commit-delay", type=float, default=0.005, help="SQLiteLedger commit_delay (seconds)"
     )
-    parser.add_argument("--serve", nargs=3, help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--late-only",
+        action="store_true",
+        help="measure only commit_before_end=False (by default both, the default first)",
+    )
+    parser.add_argument(
+        "--concurrency", type=int, default=1, help="requests in flight in the HTTP comparison"
+    )
+    parser.add_argument("--serve", nargs=4, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.serve:
-        _serve(args.serve[0], int(args.serve[1]), float(args.serve[2]))
+        _serve(args.serve[0], int(args.serve[1]), float(args.serve[2]), args.serve[3] == "1")
         return 0
+    modes = [False] if args.late_only else [True, False]
+    width = max(1, args.concurrency)
 
     results: dict[str, Any] = {}
     with tempfile.TemporaryDirectory() as tmp:
@@ -272,9 +339,15 @@ def main(argv: list[str] | None = None) -> int:
                 measure(lambda: RedisLedger(url, prefix=prefix, max_age=600), args.n)
             )
         if not args.no_http:
-            results["http"] = http_overhead(args.requests, args.commit_delay)
-            if url is not None:
-                results["http_redis"] = http_overhead(args.requests, args.commit_delay, url)
+            for before_end in modes:
+                tag = "" if before_end else "_late"
+                results["http" + tag] = http_overhead(
+                    args.requests, args.commit_delay, before_end=before_end, concurrency=width
+                )
+                if url is not None:
+                    results["http_redis" + tag] = http_overhead(
+                        args.requests, args.commit_delay, url, before_end, width
+                    )
 
     if args.json:
         print(json.dumps(results, indent=2))
@@ -289,11 +362,20 @@ def main(argv: list[str] | None = None) -> int:
                 f"  {backend:7} CPU {row['cpu_us']:6.1f} µs   wall {row['wall_us']:6.1f} µs"
                 f"  (100 in flight)   finish latency {row['latency_us']:7.1f} µs"
             )
-    for key, name in (("http", "SQLite"), ("http_redis", "Redis")):
+    for key, name in (
+        ("http", "SQLite"),
+        ("http_redis", "Redis"),
+        ("http_late", "SQLite"),
+        ("http_redis_late", "Redis"),
+    ):
         if key not in results:
             continue
         h = results[key]
-        print(f"1 KiB StreamResponse on uvicorn, {args.requests} requests per path, {name}")
+        mode = "commit_before_end=False" if key.endswith("_late") else "commit_before_end=True"
+        print(
+            f"1 KiB StreamResponse on uvicorn, {args.requests} requests per path,"
+            f" {width} in flight, {name}, {mode}"
+        )
         print(
             f"  client wall  plain {h['plain_wall_us']:7.1f} µs   with {name} ledger"
             f" {h['ledgered_wall_us']:7.1f} µs   added {h['added_wall_percent']:+5.1f} %"

@@ -11,7 +11,7 @@ import pytest
 
 DOCS = Path(__file__).resolve().parent.parent / "docs"
 # Guides whose examples are checked here (others have their own tests).
-GUIDES = ["when-a-stream-fails.md", "../architecture.md"]
+GUIDES = ["when-a-stream-fails.md", "../architecture.md", "observability.md"]
 BLOCK = re.compile(r"```python\n(.*?)```", re.DOTALL)
 EXPECT = re.compile(r"print\(.*\)\s*#\s*(.+)$")
 

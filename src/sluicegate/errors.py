@@ -3,9 +3,13 @@
 Catch :class:`SluicegateError` for everything, or a branch for what you care about::
 
     try:
-        await fetch(url, output="big.iso")
-    except IncompleteTransfer:
-        ...  # the connection broke: resume later
+        record = await ledger.get(transfer_id)
+    except UnknownTransfer:
+        ...  # no such transfer on record: answer 404
+
+The tools' own errors live with the tools (and derive from :class:`SluicegateError`):
+``FetchError``, ``HTTPStatusError``, ``IncompleteTransfer`` and ``DigestMismatch`` in
+:mod:`sluicegate.client.errors`; ``DoctorError`` in :mod:`sluicegate.doctor.errors`.
 """
 
 from __future__ import annotations
@@ -109,29 +113,3 @@ class LedgerError(SluicegateError):
 
 class UnknownTransfer(LedgerError, LookupError):
     """No transfer with that id is on record."""
-
-
-# -- client ----------------------------------------------------------------------
-
-
-class FetchError(SluicegateError):
-    """Base class of what :func:`sluicegate.client.fetch` raises."""
-
-
-class HTTPStatusError(FetchError):
-    """The server answered with a status that is not a success."""
-
-
-class IncompleteTransfer(FetchError):
-    """The connection ended before the whole body arrived."""
-
-
-class DigestMismatch(FetchError):
-    """The body arrived whole but its digest differs from the server's."""
-
-
-# -- doctor ----------------------------------------------------------------------
-
-
-class DoctorError(SluicegateError):
-    """The doctor could not start, sample or stop the server under test."""

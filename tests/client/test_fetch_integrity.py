@@ -9,7 +9,7 @@ import pytest
 from client_servers import FileApp, RawChunked, sha256_field
 
 from sluicegate.client import ExitCode, fetch
-from sluicegate.errors import DigestMismatch, IncompleteTransfer
+from sluicegate.client.errors import DigestMismatch, IncompleteTransfer
 
 DATA = random.Random(7).randbytes(300_000)
 

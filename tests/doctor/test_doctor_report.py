@@ -96,3 +96,25 @@ def test_evidence_units() -> None:
     assert _evidence_value("send_queue_peak", 3 * MiB) == "3.0 MiB"
     assert _evidence_value("sockets_with_queue", 30) == "30"
     assert _evidence_value("median_ms", 1.5) == "1.5"
+
+
+def test_live_event_counters_are_drawn_beside_the_streams() -> None:
+    samples = [
+        Sample(
+            pid=7,
+            t=100.0 + i,
+            rss=30 * MiB,
+            streams={"active_streams": 5.0, "events_subscribers": 5.0, "events_dropped": i * 2.0},
+        )
+        for i in range(5)
+    ]
+    trace = Trace(samples=samples, command=["app"], events=[])
+    names = {t["name"] for t in figure(trace, analyze(trace))["data"]}
+    assert {"pid 7 subscribers", "pid 7 events dropped"} <= names
+
+
+def test_a_trace_without_events_draws_no_subscribers() -> None:
+    samples = [Sample(pid=7, t=100.0 + i, streams={"active_streams": 1.0}) for i in range(5)]
+    trace = Trace(samples=samples, command=["app"], events=[])
+    names = {t["name"] for t in figure(trace, analyze(trace))["data"]}
+    assert not any("subscribers" in n for n in names)

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import json
 import select
-import shutil
-import socket
 import subprocess
 import sys
 import time
@@ -16,55 +14,10 @@ from typing import Any
 import pytest
 
 from sluicegate.ledger import Ledger, SQLiteLedger
-from tests.servers import stop
+from tests.redis_server import redis_url
 
 BACKENDS = ["sqlite", "redis"]
-REDIS_MISSING = "redis-server is not on PATH (apt-get install redis-server; CI installs it)"
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-@pytest.fixture(scope="session")
-def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """A private redis-server on 127.0.0.1, without persistence, ended by pid."""
-    exe = shutil.which("redis-server")
-    if exe is None:
-        pytest.skip(REDIS_MISSING)
-    workdir = tmp_path_factory.mktemp("redis")
-    for _attempt in range(3):  # the port can be taken between probing and binding
-        port = _free_port()
-        proc = subprocess.Popen(
-            [
-                exe,
-                *("--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"),
-                *("--dir", str(workdir), "--protected-mode", "yes", "--loglevel", "warning"),
-            ],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        deadline = time.monotonic() + 5
-        while time.monotonic() < deadline and proc.poll() is None:
-            try:
-                with socket.create_connection(("127.0.0.1", port), timeout=0.2) as sock:
-                    sock.sendall(b"PING\r\n")
-                    if sock.recv(16).startswith(b"+PONG"):
-                        break
-            except OSError:
-                time.sleep(0.02)
-        else:
-            proc.kill()
-            proc.wait(5)
-            continue
-        try:
-            yield f"redis://127.0.0.1:{port}/0"
-        finally:
-            stop(proc, grace=5)
-        return
-    pytest.fail("could not start redis-server")
+__all__ = ["redis_url"]  # the shared fixture (tests/redis_server.py), used here
 
 
 MakeLedger = Callable[..., Ledger]

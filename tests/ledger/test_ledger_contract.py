@@ -272,6 +272,22 @@ async def test_settle_timeout_is_validated(make_ledger: MakeLedger) -> None:
         make_ledger(settle_timeout=-1)
 
 
+async def test_commit_before_end_is_on_by_default_and_validated(make_ledger: MakeLedger) -> None:
+    assert make_ledger().commit_before_end is True
+    assert make_ledger(commit_before_end=False).commit_before_end is False
+    with pytest.raises(ConfigError, match="commit_before_end"):
+        make_ledger(commit_before_end="yes")
+
+
+async def test_either_way_a_finish_returns_once_it_is_durable(make_ledger: MakeLedger) -> None:
+    for before_end in (True, False):
+        async with make_ledger(commit_before_end=before_end) as ledger, make_ledger() as reader:
+            tid = await ledger.begin("GET", "/durable", size=5)
+            await ledger.finish(tid, "completed", 5, digest=digest_of(b"hello"))
+            record = await reader.get(tid)  # another instance reads the store itself
+            assert record.state == "completed" and record.digest == digest_of(b"hello")
+
+
 async def test_track_records_completed(make_ledger: MakeLedger) -> None:
     async with make_ledger() as ledger:
         async with ledger.track("GET", "/t", size=len(BODY)) as transfer:

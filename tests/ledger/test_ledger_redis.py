@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 import redis.asyncio as aioredis
+from redis.exceptions import ConnectionError as RedisConnectionError
 
 from sluicegate.errors import ConfigError, LedgerError
 from sluicegate.ledger import InvalidTransition, digest_of
@@ -79,6 +80,7 @@ async def test_a_lapsed_record_stays_interrupted(
 ) -> None:
     async with RedisLedger(redis_url, prefix=prefix) as owner:
         tid = await owner.begin("GET", "/x")
+        await owner.flush()  # the record is written begin_delay later otherwise
         await client.hset(prefix + tid, "hb_until", "0")  # as if the owner had stalled
         async with RedisLedger(redis_url, prefix=prefix) as reader:
             assert (await reader.get(tid)).state == "interrupted"
@@ -90,6 +92,7 @@ async def test_a_lapsed_record_stays_interrupted(
 async def test_records_expire(redis_url: str, prefix: str, client: aioredis.Redis) -> None:
     async with RedisLedger(redis_url, prefix=prefix, max_age=100) as ledger:
         tid = await ledger.begin("GET", "/ttl")
+        await ledger.flush()
         assert 0 < await client.ttl(prefix + tid) <= 100
         await ledger.finish(tid, "completed", 0)
         assert 0 < await client.ttl(prefix + tid) <= 100
@@ -121,8 +124,87 @@ async def test_unreachable_redis_fails_on_open() -> None:
         {"heartbeat_timeout": 0},
         {"heartbeat_timeout": 1, "heartbeat_interval": 1},
         {"heartbeat_interval": -1},
+        {"begin_delay": -0.1},
+        {"heartbeat_timeout": 0.3, "begin_delay": 0.1},
     ],
 )
 def test_bad_options(options: dict[str, Any]) -> None:
     with pytest.raises(ConfigError):
         RedisLedger("redis://127.0.0.1:1/0", **options)
+
+
+class _Counted(RedisLedger):
+    """Counts the pipelines (round trips) and what each carried."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.pipelines: list[list[str]] = []
+
+    async def _send(self, ops: list[Any]) -> list[Any]:
+        self.pipelines.append([op.script for op in ops])
+        return await super()._send(ops)
+
+
+async def test_a_short_transfer_is_one_round_trip(redis_url: str, prefix: str) -> None:
+    async with _Counted(redis_url, prefix=prefix) as ledger:
+        tid = await ledger.begin("GET", "/small")
+        await ledger.finish(tid, "completed", 5, digest=digest_of(b"hello"))
+        assert ledger.pipelines == [["begin", "finish"]]
+        assert (await ledger.get(tid)).state == "completed"
+
+
+async def test_a_long_transfer_writes_its_begin_after_begin_delay(
+    redis_url: str, prefix: str, client: aioredis.Redis
+) -> None:
+    async with _Counted(redis_url, prefix=prefix, begin_delay=0.02) as ledger:
+        tid = await ledger.begin("GET", "/big")
+        assert not await client.exists(prefix + tid)
+        await asyncio.sleep(0.2)
+        assert await client.hget(prefix + tid, "state") == "streaming"
+        await ledger.finish(tid, "completed", 5)
+        assert ledger.pipelines == [["begin"], ["finish"]]
+
+
+async def test_concurrent_transfers_share_round_trips(redis_url: str, prefix: str) -> None:
+    async with _Counted(redis_url, prefix=prefix) as ledger:
+
+        async def one() -> str:
+            tid = await ledger.begin("GET", "/many")
+            await asyncio.sleep(0)
+            await ledger.finish(tid, "completed", 1)
+            return tid
+
+        tids = await asyncio.gather(*(one() for _ in range(200)))
+        assert sum(map(len, ledger.pipelines)) == 400
+        assert len(ledger.pipelines) <= 20  # in practice 1 or 2
+        for tid in tids[:: len(tids) // 10]:
+            assert (await ledger.get(tid)).state == "completed"
+
+
+async def test_scripts_lost_by_redis_are_loaded_again(
+    redis_url: str, prefix: str, client: aioredis.Redis
+) -> None:
+    async with RedisLedger(redis_url, prefix=prefix) as ledger:
+        await client.script_flush()
+        tid = await ledger.begin("GET", "/after-flush")
+        await ledger.finish(tid, "completed", 3)
+        assert (await ledger.get(tid)).state == "completed"
+
+
+async def test_a_finish_while_redis_is_down_fails_cleanly(
+    redis_url: str, prefix: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async with RedisLedger(redis_url, prefix=prefix) as ledger:
+        tid = await ledger.begin("GET", "/down")
+
+        async def down(ops: list[Any]) -> list[Any]:
+            raise RedisConnectionError("Connection refused")
+
+        monkeypatch.setattr(ledger, "_send", down)
+        with pytest.raises(LedgerError, match="redis write failed"):
+            await asyncio.wait_for(ledger.finish(tid, "completed", 1), 5)
+        monkeypatch.undo()
+        # Nothing hangs and the ledger goes on working.
+        other = await ledger.begin("GET", "/up")
+        await ledger.finish(other, "completed", 1)
+        assert (await ledger.get(other)).state == "completed"

@@ -15,6 +15,7 @@ from typing import Any
 
 import pytest
 
+import sluicegate.ledger.sqlite as sqlite_backend
 from sluicegate.errors import ConfigError, LedgerError, UnknownTransfer
 from sluicegate.ledger import InvalidTransition, SQLiteLedger, digest_of, ledger_from_url
 from sluicegate.ledger.redis import RedisLedger
@@ -198,6 +199,51 @@ async def test_a_locked_store_fails_finish_cleanly_and_a_retry_works(tmp_path: P
             blocker.close()
         await ledger.finish(tid, "completed", 3)
         assert rows(db)[tid]["state"] == "completed"
+
+
+async def test_a_finish_never_waits_for_a_lock_on_the_loop(tmp_path: Path) -> None:
+    """Finishes are committed on the loop, but a taken lock sends them to the writer."""
+    db = tmp_path / "l.db"
+    async with SQLiteLedger(db, busy_timeout=5) as ledger:
+        tid = await ledger.begin("GET", "/locked")
+        blocker = raw(db)
+        blocker.execute("BEGIN IMMEDIATE")
+        finishing = asyncio.create_task(ledger.finish(tid, "completed", 3))
+        ticks, start = 0, time.monotonic()
+        while time.monotonic() - start < 0.3:  # the loop goes on meanwhile
+            await asyncio.sleep(0.01)
+            ticks += 1
+        assert ticks >= 10 and not finishing.done()
+        blocker.execute("ROLLBACK")
+        blocker.close()
+        await asyncio.wait_for(finishing, 10)
+        assert rows(db)[tid]["state"] == "completed"
+
+
+async def test_many_finishes_on_the_loop_share_commits_and_the_writer_checkpoints(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    checkpoints: list[tuple[int, int, int]] = []
+
+    def checkpoint(conn: sqlite3.Connection) -> None:
+        checkpoints.append(conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone())
+
+    monkeypatch.setattr(sqlite_backend, "_checkpoint", checkpoint)
+    db = tmp_path / "l.db"
+    async with SQLiteLedger(db) as ledger:
+
+        async def one() -> None:
+            tid = await ledger.begin("GET", "/many")
+            await ledger.finish(tid, "completed", 1)
+
+        await asyncio.gather(*(one() for _ in range(300)))
+        assert ledger._inline_commits <= 10  # one per turn of the loop, not one per finish
+        for _ in range(600):
+            await one()
+        await ledger.flush()
+        assert len(rows(db)) == 900
+        # The loop's connection never checkpoints; the writer did, without blocking.
+        assert len(checkpoints) == 1 and checkpoints[0][0] == 0 and checkpoints[0][2] > 0
 
 
 async def test_open_errors(tmp_path: Path) -> None:

@@ -13,6 +13,14 @@ Besides serving, it bounds what one slow reader can pin:
 * ``--max-streams``, ``--max-streams-per-client``, ``--max-buffered`` set ``.admission``
   (a :class:`~sluicegate.protect.budgets.Budgets`): over a budget a new stream gets a 503.
 
+``--ledger URL`` records every stream in a transfer ledger (a SQLite path or a
+``redis://`` URL), makes it ``.ledger`` and serves it at ``/transfers`` in front of the
+app (:class:`~sluicegate.ledger.mount.LedgerMount`). ``--workers N`` runs N uvicorn
+worker processes on the one listening socket. Each worker sets all of the above up for
+itself (:class:`ProcessSettings`, handed over in the environment): budgets, guard and
+ledger connection are **per process**, so ``--max-streams 100 --workers 4`` admits up
+to 400 streams at once.
+
 Every bad value is one ``Error: ...`` line and exit code 2.
 """
 
@@ -20,10 +28,15 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import importlib
+import inspect
+import json
 import logging
+import os
 import socket
 import struct
+from dataclasses import dataclass, field
 from typing import Any
 
 import click
@@ -37,13 +50,24 @@ from sluicegate.units import parse_duration, parse_rate, parse_size
 
 __all__ = [
     "DEFAULT_SNDBUF",
+    "LEDGER_PATH",
+    "WORKER_SETTINGS",
+    "ProcessSettings",
     "bind_socket",
     "guarded_http",
     "load_app",
     "policies",
     "reset",
     "serve_command",
+    "setup_process",
+    "worker_app",
+    "worker_http",
 ]
+
+#: where ``--ledger`` serves the transfer records
+LEDGER_PATH = "/transfers"
+#: the environment variable that hands :class:`ProcessSettings` to ``--workers`` processes
+WORKER_SETTINGS = "SLUICEGATE_SERVE_SETTINGS"
 
 #: ``SO_SNDBUF`` asked for by ``sluicegate serve`` unless told otherwise. Linux doubles
 #: it (bookkeeping overhead), so a socket holds about 256 KiB of unsent payload; a
@@ -204,6 +228,127 @@ def reset(transport: asyncio.WriteTransport) -> None:
     transport.abort()
 
 
+@dataclass(frozen=True, slots=True)
+class ProcessSettings:
+    """What each serving process sets up for itself: its defaults, and the app it serves.
+
+    Plain values only, so that ``--workers`` can hand them to new processes as JSON.
+    """
+
+    #: ``module:attribute`` of the ASGI app
+    app: str
+    #: keyword arguments of :func:`policies`
+    policies: dict[str, Any] = field(default_factory=dict)
+    #: the ledger's URL (:func:`sluicegate.ledger.ledger_from_url`), or None
+    ledger: str | None = None
+    #: the Redis URL of the example app's ``/events`` feed, or None (in memory)
+    broadcast: str | None = None
+
+    def to_json(self) -> str:
+        """The settings as one JSON string."""
+        return json.dumps(dataclasses.asdict(self))
+
+    @classmethod
+    def from_json(cls, text: str) -> ProcessSettings:
+        """Settings written by :meth:`to_json`."""
+        return cls(**json.loads(text))
+
+
+def setup_process(settings: ProcessSettings) -> Any:
+    """Set this process's :data:`sluicegate.defaults` and return the app to serve.
+
+    The app is wrapped in a :class:`~sluicegate.ledger.mount.LedgerMount` when there
+    is a ledger. Raises :class:`~sluicegate.errors.ConfigError` or ``click.BadParameter``
+    on bad settings, before changing anything.
+    """
+    from sluicegate.ledger import ledger_from_url
+    from sluicegate.ledger.mount import LedgerMount
+
+    guard, budgets = policies(**settings.policies)
+    ledger = ledger_from_url(settings.ledger) if settings.ledger else None
+    app = load_app(settings.app)
+    if guard is not None:
+        defaults.guard = guard
+    if budgets is not None:
+        defaults.admission = budgets
+    if ledger is not None:
+        defaults.ledger = ledger
+        defaults.ledger_path = LEDGER_PATH
+        app = LedgerMount(app, ledger, LEDGER_PATH)
+    if settings.broadcast is not None:
+        from sluicegate.cli import examples
+
+        examples.use_broadcast(settings.broadcast)
+    # Open event streams get a final event and a retry hint when uvicorn shuts down,
+    # instead of holding the shutdown up (see sluicegate.events.lifecycle).
+    import uvicorn
+
+    from sluicegate.events.lifecycle import graceful_uvicorn
+
+    graceful_uvicorn(uvicorn.Server)
+    return app
+
+
+def worker_app() -> Any:
+    """The app of one ``--workers`` process: uvicorn calls it (``factory=True``) there."""
+    return setup_process(ProcessSettings.from_json(os.environ[WORKER_SETTINGS]))
+
+
+_worker_protocol: Any = None
+
+
+def worker_http(**kwargs: Any) -> asyncio.Protocol:
+    """A ``--workers`` process's guarded HTTP protocol (see :func:`guarded_http`).
+
+    uvicorn needs the protocol as an import string to hand it to a new process (a class
+    made at run time cannot be pickled), so this function stands in for the class: it
+    builds it once, from the settings, in the process that uses it.
+    """
+    global _worker_protocol
+    if _worker_protocol is None:
+        guard, _ = policies(**ProcessSettings.from_json(os.environ[WORKER_SETTINGS]).policies)
+        assert guard is not None, "worker_http is used only with a guard"
+        _worker_protocol = guarded_http(guard.wait_limit)
+    protocol: asyncio.Protocol = _worker_protocol(**kwargs)
+    return protocol
+
+
+def _check_ledger(url: str) -> None:
+    """Open and close the ledger once, so that a bad ``--ledger`` fails before serving."""
+    from sluicegate.errors import LedgerError
+    from sluicegate.ledger import ledger_from_url
+
+    async def probe() -> None:
+        ledger = ledger_from_url(url)
+        await ledger.open()
+        await ledger.close()
+
+    try:
+        asyncio.run(probe())
+    except (ConfigError, LedgerError, OSError) as exc:
+        fail(f"--ledger: {exc}")
+
+
+def _check_broadcast(url: str, app_spec: str) -> None:
+    if app_spec != "sluicegate.cli.examples:app":
+        fail("--broadcast: it puts the example app's /events on Redis; --app apps choose their own")
+    if not url.startswith(("redis://", "rediss://", "unix://")):
+        fail(f"--broadcast: expected a redis://, rediss:// or unix:// URL, not {url!r}")
+
+
+def _supervise(config: Any, sock: socket.socket) -> None:
+    """Run ``config.workers`` uvicorn worker processes on ``sock`` until told to stop."""
+    import uvicorn
+    from uvicorn.supervisors import Multiprocess
+
+    # uvicorn >= 0.36 builds each worker's Server itself; older ones take a target.
+    if "target" in inspect.signature(Multiprocess.__init__).parameters:
+        target = uvicorn.Server(config).run
+        Multiprocess(config, target=target, sockets=[sock]).run()  # type: ignore[call-arg]
+    else:
+        Multiprocess(config, sockets=[sock]).run()
+
+
 def _positive_number(value: object) -> bool:
     return isinstance(value, int | float) and not isinstance(value, bool) and 0 < value < 1e9
 
@@ -279,6 +424,27 @@ def _sndbuf(text: str) -> int | None:
     metavar="SIZE",
     help="Refuse new streams while sluicegate holds this many bytes (per process).",
 )
+@click.option(
+    "--ledger",
+    "ledger_url",
+    metavar="URL",
+    help="Record every stream in a transfer ledger and serve it at /transfers: a SQLite "
+    "path (or sqlite:///abs/path.db) or redis://host:port/db.",
+)
+@click.option(
+    "--workers",
+    default=1,
+    show_default=True,
+    type=click.IntRange(1, 256),
+    help="Worker processes on the one socket. Budgets, guard and ledger connection are "
+    "per process: --max-streams 100 --workers 4 admits up to 400 streams.",
+)
+@click.option(
+    "--broadcast",
+    metavar="URL",
+    help="Put the example app's /events feed on Redis Streams (redis://host:port/db), "
+    "so that several serve processes (or --workers) share it.",
+)
 def serve_command(
     host: str,
     port: int,
@@ -292,63 +458,97 @@ def serve_command(
     max_streams: int | None,
     max_streams_per_client: int | None,
     max_buffered: str | None,
+    ledger_url: str | None,
+    workers: int,
+    broadcast: str | None,
 ) -> None:
-    """Serve an ASGI app on uvicorn (by default the examples: /hello, /download).
+    """Serve an ASGI app on uvicorn (by default the examples: /hello, /download, /events).
 
     \b
     Slow-reader defences (off unless given, except --sndbuf):
       sluicegate serve --sndbuf 128K --stall-timeout 30s --min-rate 4K \\
                        --max-streams 1000 --max-streams-per-client 8
+
+    \b
+    A transfer ledger at /transfers, and four worker processes:
+      sluicegate serve --ledger /var/lib/app/transfers.db --workers 4
     """
     import uvicorn
 
     sndbuf_bytes = parse_option(_sndbuf, sndbuf, "--sndbuf")
+    options: dict[str, Any] = {
+        "stall_timeout": parse_option(_positive_duration, stall_timeout, "--stall-timeout"),
+        "min_rate": parse_option(parse_rate, min_rate, "--min-rate"),
+        "rate_window": parse_option(_positive_duration, rate_window, "--rate-window"),
+        "grace": parse_option(parse_duration, grace, "--grace"),
+        "max_streams": max_streams,
+        "max_streams_per_client": max_streams_per_client,
+        "max_buffered": parse_option(parse_size, max_buffered, "--max-buffered"),
+    }
     try:
-        guard, budgets = policies(
-            stall_timeout=parse_option(_positive_duration, stall_timeout, "--stall-timeout"),
-            min_rate=parse_option(parse_rate, min_rate, "--min-rate"),
-            rate_window=parse_option(_positive_duration, rate_window, "--rate-window"),
-            grace=parse_option(parse_duration, grace, "--grace"),
-            max_streams=max_streams,
-            max_streams_per_client=max_streams_per_client,
-            max_buffered=parse_option(parse_size, max_buffered, "--max-buffered"),
-        )
+        guard, budgets = policies(**options)
     except ConfigError as exc:
         fail(str(exc))
+    settings = ProcessSettings(
+        app=app_spec, policies=options, ledger=ledger_url, broadcast=broadcast
+    )
     try:
-        app = load_app(app_spec)
+        load_app(app_spec)
     except click.BadParameter as exc:
         fail(f"--app: {exc.message}")
+    if ledger_url is not None:
+        _check_ledger(ledger_url)
+    if broadcast is not None:
+        _check_broadcast(broadcast, app_spec)
     try:
         sock = bind_socket(host, port, sndbuf=sndbuf_bytes)
     except OSError as exc:
         fail(f"cannot listen on {host}:{port}: {exc.strerror or exc}")
-    # Only now, with nothing left to fail: the defaults are process-wide.
-    if guard is not None:
-        defaults.guard = guard
-    if budgets is not None:
-        defaults.admission = budgets
-    # A guard cuts streams; the protocol makes the cut hang up on the client (see
-    # guarded_http). What a complete response left queued gets the same patience as
-    # a waiting send.
-    http: Any = "auto" if guard is None else guarded_http(guard.wait_limit)
-    config = uvicorn.Config(app, host=host, port=port, log_level=log_level, http=http)
-    effective = sock.getsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF)
-    # uvicorn's logger: configured by Config above, so the line shows at --log-level info.
-    logging.getLogger("uvicorn.error").info(
-        "sluicegate: listening on %s:%d; SO_SNDBUF %s per connection; guard %s "
-        "(a send may wait %s); budgets %s",
-        host,
-        sock.getsockname()[1],
-        f"{effective:,} bytes" if sndbuf_bytes is not None else "autotuned",
-        guard,
-        f"{guard.wait_limit:g} s" if guard is not None else "forever",
-        _describe(budgets),
-    )
     try:
-        uvicorn.Server(config).run(sockets=[sock])
+        config = _config(settings, workers, host=host, port=port, log_level=log_level)
+        effective = sock.getsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF)
+        # uvicorn's logger: configured by Config above, so the line shows at --log-level info.
+        logging.getLogger("uvicorn.error").info(
+            "sluicegate: listening on %s:%d; SO_SNDBUF %s per connection; guard %s "
+            "(a send may wait %s); budgets %s (per process); ledger %s; %d worker(s)",
+            host,
+            sock.getsockname()[1],
+            f"{effective:,} bytes" if sndbuf_bytes is not None else "autotuned",
+            guard,
+            f"{guard.wait_limit:g} s" if guard is not None else "forever",
+            _describe(budgets),
+            f"{ledger_url} at {LEDGER_PATH}" if ledger_url else "none",
+            workers,
+        )
+        if workers > 1:
+            _supervise(config, sock)
+        else:
+            uvicorn.Server(config).run(sockets=[sock])
     finally:
         sock.close()
+
+
+def _config(settings: ProcessSettings, workers: int, **options: Any) -> Any:
+    """uvicorn's Config: this process set up and serving, or ``workers`` processes to be.
+
+    A guard cuts streams; the protocol makes the cut hang up on the client (see
+    :func:`guarded_http`). What a complete response left queued gets the same patience
+    as a waiting send.
+    """
+    import uvicorn
+
+    guard, _ = policies(**settings.policies)
+    if workers > 1:
+        # Each worker is a new process: it sets itself up from the environment.
+        os.environ[WORKER_SETTINGS] = settings.to_json()
+        http = "auto" if guard is None else f"{__name__}:worker_http"
+        return uvicorn.Config(
+            f"{__name__}:worker_app", factory=True, workers=workers, http=http, **options
+        )
+    # Only now, with nothing left to fail: the defaults are process-wide.
+    app = setup_process(settings)
+    http_class: Any = "auto" if guard is None else guarded_http(guard.wait_limit)
+    return uvicorn.Config(app, http=http_class, **options)
 
 
 def _describe(budgets: object) -> str:

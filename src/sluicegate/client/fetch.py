@@ -36,16 +36,11 @@ from urllib.parse import SplitResult, urljoin, urlsplit
 import h11
 
 from sluicegate.client.digests import format_sha256, parse_sha256
+from sluicegate.client.errors import DigestMismatch, FetchError, HTTPStatusError, IncompleteTransfer
 from sluicegate.client.ratelimit import TokenBucket, default_rcvbuf, read_size_for
 from sluicegate.client.resume import PartMeta, plan_response, request_headers
 from sluicegate.client.schedule import Event, Schedule, ScheduleCursor, parse_schedule
-from sluicegate.errors import (
-    ConfigError,
-    DigestMismatch,
-    FetchError,
-    HTTPStatusError,
-    IncompleteTransfer,
-)
+from sluicegate.errors import ConfigError
 from sluicegate.units import parse_rate
 
 __all__ = ["ExitCode", "FetchCounters", "FetchResult", "fetch", "parse_url"]

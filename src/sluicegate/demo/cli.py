@@ -49,7 +49,8 @@ from sluicegate.demo.runner import (
     server_command,
     started_server,
 )
-from sluicegate.errors import ConfigError, DoctorError
+from sluicegate.doctor.errors import DoctorError
+from sluicegate.errors import ConfigError
 
 __all__ = ["DemoResult", "demo_command", "run_demo"]
 

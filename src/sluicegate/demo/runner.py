@@ -38,9 +38,9 @@ from typing import Any
 import psutil  # type: ignore[import-untyped]
 
 from sluicegate.demo.plan import NODE_FILES, Case
+from sluicegate.doctor.errors import DoctorError
 from sluicegate.doctor.run import DoctorConfig, RunResult, listening_port, run_doctor
 from sluicegate.doctor.samples import Event, Sample, Trace
-from sluicegate.errors import DoctorError
 
 __all__ = [
     "NODE_DIR",

@@ -402,6 +402,12 @@ class Probe:
         if metrics is not None:
             with contextlib.suppress(Exception):
                 fields["streams"] = metrics.snapshot()
+        events = sys.modules.get("sluicegate.events.metrics")
+        if events is not None:
+            # Subscribers and what the slow-subscriber policies did, beside the streams.
+            with contextlib.suppress(Exception):
+                streams = fields.setdefault("streams", {})
+                streams.update({f"events_{k}": v for k, v in events.snapshot().items()})
         return fields
 
     def _tasks(self) -> int | None:

@@ -113,6 +113,12 @@ def _lines(trace: Trace) -> dict[str, list[tuple[str, Getter, str]]]:
             (" lingering", lambda s: s.stream("lingering_producers"), "dash"),
             (" buffered MiB", mib(lambda s: s.stream("bytes_buffered")), "dot"),
         ]
+    if any(s.stream("events_subscribers") is not None for s in trace.samples):
+        lines["streams"] += [
+            (" subscribers", lambda s: s.stream("events_subscribers"), "solid"),
+            (" events dropped", lambda s: s.stream("events_dropped"), "dash"),
+            (" subscribers cut", lambda s: s.stream("events_cut"), "dot"),
+        ]
     return lines
 
 

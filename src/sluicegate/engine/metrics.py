@@ -2,7 +2,9 @@
 
 Every :class:`~sluicegate.StreamResponse` registers a :class:`StreamMetrics` while it
 runs. The pump updates it once per message sent (never per producer chunk), so keeping
-it costs nothing measurable. :func:`snapshot` gives a plain dict for samplers::
+it costs nothing measurable. :func:`snapshot` gives a plain dict for samplers, and a
+:class:`StreamObserver` subscribed with :meth:`Registry.subscribe` is told when each
+stream starts, sends its head and ends (see :mod:`sluicegate.observe`)::
 
     >>> from sluicegate.engine import metrics
     >>> sorted(metrics.snapshot())[:3]
@@ -11,9 +13,12 @@ it costs nothing measurable. :func:`snapshot` gives a plain dict for samplers::
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Protocol
 
 from sluicegate.interfaces import TransferState
 
@@ -44,6 +49,29 @@ class StreamMetrics:
     #: the producer has not finished or been closed yet
     producer_running: bool = True
     ended: float | None = None
+    #: the request method (GET, HEAD, ...)
+    method: str = ""
+    #: the status sent in the response head; None until it is sent
+    status: int | None = None
+    #: when the head went out (``time.monotonic()``): with the first chunk, by design
+    first_byte: float | None = None
+
+
+class StreamObserver(Protocol):
+    """Told of each stream's start, head and end; called on the stream's own task.
+
+    Keep each call short: it runs once per stream (never per chunk) but inline. An
+    exception is logged once and otherwise ignored: observing never breaks a stream.
+    """
+
+    def stream_started(self, m: StreamMetrics) -> None:
+        """A stream was registered; nothing is sent yet."""
+
+    def stream_committed(self, m: StreamMetrics) -> None:
+        """The head went out (``m.status``, ``m.first_byte`` are set)."""
+
+    def stream_ended(self, m: StreamMetrics) -> None:
+        """The stream is over: its last byte was sent (or it was cut); ``m.state`` says how."""
 
 
 class Registry:
@@ -58,13 +86,35 @@ class Registry:
         self.bytes_sent_finished = 0
         self.drops_finished = 0
         self.blocked_seconds_finished = 0.0
+        self._observers: tuple[StreamObserver, ...] = ()
+        self._failed_observers: set[int] = set()
 
-    def open(self, path: str = "") -> StreamMetrics:
+    def subscribe(self, observer: StreamObserver) -> None:
+        """Tell ``observer`` of every stream from now on (once, however often called)."""
+        with self._lock:
+            if observer not in self._observers:
+                self._observers = (*self._observers, observer)
+
+    def unsubscribe(self, observer: StreamObserver) -> None:
+        """Stop telling ``observer``; a no-op if it was not subscribed."""
+        with self._lock:
+            self._observers = tuple(o for o in self._observers if o is not observer)
+
+    def open(self, path: str = "", method: str = "") -> StreamMetrics:
         """Register a new stream and return its counters."""
-        m = StreamMetrics(path=path)
+        m = StreamMetrics(path=path, method=method)
         with self._lock:
             self._active.add(m)
+        if self._observers:
+            self._notify("stream_started", m)
         return m
+
+    def committed(self, m: StreamMetrics, status: int) -> None:
+        """Record that a stream's head (with ``status``) was sent."""
+        m.status = status
+        m.first_byte = time.monotonic()
+        if self._observers:
+            self._notify("stream_committed", m)
 
     def close(self, m: StreamMetrics, state: TransferState) -> None:
         """Move a stream to the finished totals."""
@@ -79,6 +129,20 @@ class Registry:
             self.blocked_seconds_finished += m.blocked_seconds
             if m.producer_running:
                 self._lingering.add(m)
+        if self._observers:
+            self._notify("stream_ended", m)
+
+    def _notify(self, event: str, m: StreamMetrics) -> None:
+        for observer in self._observers:
+            call: Callable[[StreamMetrics], None] = getattr(observer, event)
+            try:
+                call(m)
+            except Exception:
+                if id(observer) not in self._failed_observers:
+                    self._failed_observers.add(id(observer))
+                    logging.getLogger("sluicegate").exception(
+                        "stream observer %r failed (logged once; the stream goes on)", observer
+                    )
 
     def producer_stopped(self, m: StreamMetrics) -> None:
         """Record that a stream's producer has finished or been closed."""

@@ -60,6 +60,7 @@ from sluicegate.interfaces import (
     TransferState,
 )
 from sluicegate.ledger.base import Ledger
+from sluicegate.ledger.gate import EndGate
 
 __all__ = [
     "Admission",
@@ -210,13 +211,14 @@ class StreamResponse(Response):
         channel = source.channel if isinstance(source, ChannelSource) else None
         if channel is None:
             channel = Channel(self.high_water_mark, "wait")
-        metrics = self.metrics = REGISTRY.open(scope.get("path", ""))
+        metrics = self.metrics = REGISTRY.open(scope.get("path", ""), scope.get("method", ""))
         producer = Producer(source, channel, metrics)
         state = TransferState.FAILED
         ticket: AdmissionTicket | None = None
         try:
             admitted = self.admission.admit(scope) if self.admission is not None else None
             if isinstance(admitted, Refusal):
+                REGISTRY.committed(metrics, 503)
                 await send_problem(
                     send,
                     503,
@@ -232,10 +234,14 @@ class StreamResponse(Response):
                 state = TransferState.COMPLETED
             else:
                 transfer = await self._begin_transfer(scope, source.size)
+                gated = self._end_gate(transfer, send)
                 try:
-                    state = await self._stream(scope, receive, send, source, channel, producer)
+                    state = await self._stream(
+                        scope, receive, gated or send, source, channel, producer, problem=send
+                    )
                 finally:
-                    await self._finish_transfer(transfer, state, metrics.bytes_sent)
+                    if gated is None or not gated.sealed:
+                        await self._finish_transfer(transfer, state, metrics.bytes_sent)
         finally:
             await producer.stop()
             REGISTRY.close(metrics, state)
@@ -252,6 +258,8 @@ class StreamResponse(Response):
         source: Source,
         channel: Channel,
         producer: Producer,
+        *,
+        problem: Send,
     ) -> TransferState:
         digester = Digester() if self.digest else None
         trailers = digester is not None and _trailers_wanted(scope)
@@ -319,8 +327,9 @@ class StreamResponse(Response):
                 exc.add_note(f"sluicegate: response aborted after {pump.metrics.bytes_sent} bytes")
                 raise
             logger.exception("producer failed before the first chunk of %s", scope.get("path"))
+            REGISTRY.committed(self.metrics, 500)
             await send_problem(
-                send,
+                problem,  # past the end gate: this body is not the transfer's
                 500,
                 "Internal Server Error",
                 "the response failed before any of it was sent",
@@ -345,6 +354,8 @@ class StreamResponse(Response):
             message["headers"] = [*headers, (b"trailer", b"repr-digest")]
             message["trailers"] = True
         await send(message)
+        if self.metrics is not None:
+            REGISTRY.committed(self.metrics, self.status_code)
 
     async def _begin_transfer(self, scope: Scope, size: int | None) -> str | None:
         """Open the ledger record and add its headers; None without a ledger."""
@@ -364,6 +375,19 @@ class StreamResponse(Response):
         link = f'<{defaults.ledger_path.rstrip("/")}/{transfer}>; rel="transfer-status"'
         self.raw_headers += [(b"transfer-id", transfer.encode()), (b"link", link.encode())]
         return transfer
+
+    def _end_gate(self, transfer: str | None, send: Send) -> EndGate | None:
+        """A ``send`` that holds the body's end until the ledger committed its record."""
+        ledger = self.ledger
+        if transfer is None or ledger is None or not ledger.commit_before_end:
+            return None
+
+        async def seal(sent: int) -> None:
+            # Every byte (or an in-band error record) is about to leave.
+            state = TransferState.COMPLETED if self._error is None else TransferState.FAILED
+            await self._finish_transfer(transfer, state, sent)
+
+        return EndGate(send, seal)
 
     async def _finish_transfer(self, transfer: str | None, state: TransferState, sent: int) -> None:
         if transfer is None or self.ledger is None:

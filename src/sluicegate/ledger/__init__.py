@@ -14,7 +14,7 @@ Pick a backend with :func:`open_ledger` from a URL: ``sqlite:///var/lib/app/ledg
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sluicegate.errors import ConfigError, LedgerError, UnknownTransfer
 from sluicegate.ledger.base import Ledger, Transfer
@@ -38,8 +38,12 @@ from sluicegate.ledger.model import (
     parse_digest,
     state_for_error,
 )
-from sluicegate.ledger.routes import LedgerApp, ledger_routes
-from sluicegate.ledger.sqlite import SQLiteLedger
+
+if TYPE_CHECKING:
+    from sluicegate.ledger.mount import LedgerMount
+    from sluicegate.ledger.redis import RedisLedger
+    from sluicegate.ledger.routes import LedgerApp, ledger_routes
+    from sluicegate.ledger.sqlite import SQLiteLedger
 
 __all__ = [
     "FINAL_STATES",
@@ -50,6 +54,7 @@ __all__ = [
     "Ledger",
     "LedgerApp",
     "LedgerError",
+    "LedgerMount",
     "Receipt",
     "RedisLedger",
     "SQLiteLedger",
@@ -72,13 +77,24 @@ __all__ = [
 ]
 
 
-def __getattr__(name: str) -> Any:
-    # redis-py costs ~50 ms to import; only users of the Redis backend pay for it.
-    if name == "RedisLedger":
-        from sluicegate.ledger.redis import RedisLedger
+# The backends load on first use: the engine imports this package for ``Ledger`` alone,
+# and ``import sluicegate`` must not pay for sqlite3, redis-py (~50 ms) or the routes.
+_LAZY = {
+    "RedisLedger": "sluicegate.ledger.redis",
+    "SQLiteLedger": "sluicegate.ledger.sqlite",
+    "LedgerApp": "sluicegate.ledger.routes",
+    "LedgerMount": "sluicegate.ledger.mount",
+    "ledger_routes": "sluicegate.ledger.routes",
+}
 
-        return RedisLedger
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    import importlib
+
+    return getattr(importlib.import_module(module), name)
 
 
 def ledger_from_url(url: str, **options: Any) -> Ledger:
@@ -102,7 +118,10 @@ def ledger_from_url(url: str, **options: Any) -> Ledger:
                 raise ConfigError(f"sqlite URL needs an absolute path: {url!r}")
         if not path:
             raise ConfigError(f"sqlite URL without a path: {url!r}")
-        return SQLiteLedger(path, **options)
-    if "://" in url:
-        raise ConfigError(f"unsupported ledger URL {url!r}: use sqlite:/// or redis://")
-    return SQLiteLedger(url, **options)
+    else:
+        if "://" in url:
+            raise ConfigError(f"unsupported ledger URL {url!r}: use sqlite:/// or redis://")
+        path = url
+    from sluicegate.ledger.sqlite import SQLiteLedger
+
+    return SQLiteLedger(path, **options)

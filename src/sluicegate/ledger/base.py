@@ -58,13 +58,24 @@ class Ledger(abc.ABC):
 
     ``settle_timeout`` is how long :meth:`receipt` waits for a transfer that is still
     streaming (or not yet visible) to reach its final state: a client can read the last
-    byte before the server has recorded that it sent it.
+    byte before the server has recorded that it sent it (with ``commit_before_end`` off).
+
+    ``commit_before_end`` (on by default) makes a :class:`~sluicegate.StreamResponse`
+    hold back the end of its body (the terminating message, or the last byte of a
+    ``Content-Length`` body) until :meth:`finish` has committed the record, so that no
+    client ever holds a whole body whose ``completed`` record a crash could still lose.
+    It costs each response one commit's latency (see ``docs/guides/ledger.md``); off,
+    the record follows the last byte by up to one commit.
     """
 
-    def __init__(self, *, settle_timeout: float = 1.0) -> None:
+    def __init__(self, *, settle_timeout: float = 1.0, commit_before_end: bool = True) -> None:
         if not settle_timeout >= 0:
             raise ConfigError("settle_timeout must be >= 0")
+        if not isinstance(commit_before_end, bool):
+            raise ConfigError("commit_before_end must be True or False")
         self.settle_timeout = settle_timeout
+        #: hold each response's end until its final record is committed
+        self.commit_before_end = commit_before_end
         self._status: Literal["new", "open", "closed"] = "new"
 
     # -- lifecycle -----------------------------------------------------------------------

@@ -9,6 +9,17 @@ the Redis server's clock, so the workers' clocks need not agree::
 
     async with RedisLedger("redis://127.0.0.1:6379/0") as ledger:
         tid = await ledger.begin("GET", "/big.iso")
+
+Writes are pipelined: begins and finishes queue up, and one pipeline of ``EVALSHA`` calls
+(one round trip) carries everything queued since the previous one went out, so many
+concurrent transfers share round trips, as SQLite's group commit shares commits. A
+transfer's begin waits ``begin_delay``; one that ends sooner sends its begin and finish
+in the same pipeline. The scripts are loaded once on open (and again if Redis lost them),
+not checked before every pipeline as redis-py's ``Script`` objects do in pipelines.
+
+Durability is Redis's: a finish has *run* in Redis when it returns, so it survives a
+``kill -9`` of this process; whether it survives one of Redis itself depends on Redis's
+``appendonly``/``appendfsync`` settings (with the defaults, it does not).
 """
 
 from __future__ import annotations
@@ -17,12 +28,13 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections import OrderedDict
 from collections.abc import Mapping
 from dataclasses import replace
 from typing import Any, Final, cast, get_args
 
 import redis.asyncio as aioredis
-from redis.exceptions import RedisError
+from redis.exceptions import NoScriptError, RedisError
 
 from sluicegate.errors import ConfigError, LedgerError, UnknownTransfer
 from sluicegate.ledger.base import Ledger
@@ -128,14 +140,30 @@ return 1
 
 
 class _Live:
-    __slots__ = ("bytes_sent", "record")
+    __slots__ = ("began", "bytes_sent", "persisted", "record")
 
-    def __init__(self, record: TransferRecord) -> None:
+    def __init__(self, record: TransferRecord, began: float) -> None:
         self.record = record
+        self.began = began  # monotonic
         self.bytes_sent = 0
+        self.persisted = False
 
     def snapshot(self) -> TransferRecord:
         return replace(self.record, bytes_sent=self.bytes_sent)
+
+
+class _Op:
+    """One script call for the next pipeline, and the future of whoever awaits it."""
+
+    __slots__ = ("args", "fut", "script", "tid")
+
+    def __init__(
+        self, script: str, tid: str, args: tuple[Any, ...], fut: asyncio.Future[Any] | None
+    ) -> None:
+        self.script = script
+        self.tid = tid
+        self.args = args
+        self.fut = fut
 
 
 class RedisLedger(Ledger):
@@ -151,6 +179,16 @@ class RedisLedger(Ledger):
         a third of ``heartbeat_timeout`` by default.
     :param max_connections: size of the connection pool made from a URL; callers beyond
         it wait for a free connection.
+    :param begin_delay: seconds before a new transfer's record is written; a transfer
+        that ends sooner sends its begin and its finish in one round trip. ``0`` sends
+        every begin with the next pipeline.
+    :param commit_delay: seconds a finish nobody waits for (``commit_before_end`` off)
+        waits for company before its pipeline goes out. With ``commit_before_end`` on,
+        finishes go out at the next turn of the loop, together with whatever else is
+        queued by then.
+    :param commit_before_end: hold each response's end until Redis has run its finish
+        (see :class:`~sluicegate.ledger.Ledger`). That survives a ``kill -9`` of this
+        process; whether it survives one of Redis itself is Redis's ``appendfsync``.
     """
 
     def __init__(
@@ -162,9 +200,12 @@ class RedisLedger(Ledger):
         heartbeat_timeout: float = 15.0,
         heartbeat_interval: float | None = None,
         max_connections: int = 32,
+        begin_delay: float = 0.05,
+        commit_delay: float = 0.005,
         settle_timeout: float = 1.0,
+        commit_before_end: bool = True,
     ) -> None:
-        super().__init__(settle_timeout=settle_timeout)
+        super().__init__(settle_timeout=settle_timeout, commit_before_end=commit_before_end)
         if not max_age >= 1:
             raise ConfigError("max_age must be at least 1 second")
         if not heartbeat_timeout > 0:
@@ -172,6 +213,12 @@ class RedisLedger(Ledger):
         interval = heartbeat_timeout / 3 if heartbeat_interval is None else heartbeat_interval
         if not 0 < interval < heartbeat_timeout:
             raise ConfigError("heartbeat_interval must be between 0 and heartbeat_timeout")
+        if not 0 <= begin_delay < interval:
+            raise ConfigError("begin_delay must be >= 0 and shorter than heartbeat_interval")
+        self.begin_delay = begin_delay
+        if not 0 <= commit_delay < interval:
+            raise ConfigError("commit_delay must be >= 0 and shorter than heartbeat_interval")
+        self.commit_delay = commit_delay
         self.prefix = prefix
         self.max_age = max_age
         self.heartbeat_timeout = heartbeat_timeout
@@ -188,15 +235,17 @@ class RedisLedger(Ledger):
             self._owns_client = False
         self._scripts = {
             name: self._client.register_script(src)
-            for name, src in (
-                ("begin", _BEGIN),
-                ("beat", _BEAT),
-                ("finish", _FINISH),
-                ("get", _GET),
-                ("receipt", _RECEIPT),
-            )
+            for name, src in (("beat", _BEAT), ("get", _GET), ("receipt", _RECEIPT))
         }
+        self._sources = {"begin": _BEGIN, "finish": _FINISH}
+        self._shas: dict[str, str] = {}
         self._live: dict[str, _Live] = {}
+        # Begun here, record not yet sent; oldest first, so a sweep stops at the first young one.
+        self._pending: OrderedDict[str, _Live] = OrderedDict()
+        self._sweeper: asyncio.TimerHandle | None = None
+        self._outbox: list[_Op] = []
+        self._flusher: asyncio.Task[None] | None = None
+        self._flush_timer: asyncio.TimerHandle | None = None
         self._beater: asyncio.Task[None] | None = None
 
     @property
@@ -218,6 +267,7 @@ class RedisLedger(Ledger):
     async def _open(self) -> None:
         try:
             await self._client.ping()
+            await self._load_scripts()
         except RedisError as exc:
             if self._owns_client:
                 await self._client.aclose(close_connection_pool=True)
@@ -229,18 +279,20 @@ class RedisLedger(Ledger):
             self._beater.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._beater
+        if self._sweeper is not None:
+            self._sweeper.cancel()
         leftovers, self._live = self._live, {}
+        self._pending.clear()
         now = repr(time.time())
         try:
-            if leftovers:
-                async with self._client.pipeline(transaction=False) as pipe:
-                    for tid, live in leftovers.items():
-                        await self._scripts["finish"](
-                            keys=[self.prefix + tid],
-                            args=["interrupted", live.bytes_sent, now, "", "", "", self._ttl],
-                            client=pipe,
-                        )
-                    await pipe.execute()
+            for tid, live in leftovers.items():
+                if not live.persisted:
+                    self._enqueue(self._begin_op(live))
+                args = ("interrupted", live.bytes_sent, now, "", "", "", self._ttl)
+                self._enqueue(_Op("finish", tid, args, None))
+            self._start_flusher()
+            if self._flusher is not None:
+                await self._flusher
         except RedisError as exc:
             log.warning("could not mark %d transfers interrupted: %s", len(leftovers), exc)
         finally:
@@ -257,9 +309,9 @@ class RedisLedger(Ledger):
                 log.warning("ledger heartbeat failed: %r", exc)
 
     async def _beat_all(self) -> None:
-        if not self._live:
+        ids = [tid for tid, live in self._live.items() if live.persisted]
+        if not ids:
             return
-        ids = list(self._live)
         async with self._client.pipeline(transaction=False) as pipe:
             for tid in ids:
                 await self._scripts["beat"](
@@ -272,18 +324,21 @@ class RedisLedger(Ledger):
     # -- the contract --------------------------------------------------------------------
 
     async def begin(self, method: str, path: str, *, size: int | None = None) -> str:
-        """Record a new streaming transfer and return its id (see :meth:`Ledger.begin`)."""
+        """Record a new streaming transfer and return its id (see :meth:`Ledger.begin`).
+
+        The record is written ``begin_delay`` later, or with the finish if that comes first.
+        """
         self._check_open()
         tid = new_transfer_id()
         rec = TransferRecord.started(tid, method, path, size=size, at=time.time())
-        size_arg = "" if rec.size is None else rec.size
-        created = await self._run(
-            "begin", tid, rec.method, rec.path, repr(rec.started_at), size_arg, self._hb_ms,
-            self._ttl,
-        )  # fmt: skip
-        if created != 1:  # 128 random bits colliding: a broken random source, not bad luck
-            raise LedgerError("transfer id already taken")
-        self._live[tid] = _Live(rec)
+        live = self._live[tid] = _Live(rec, time.monotonic())
+        if self.begin_delay > 0:
+            # One timer for all pending begins, not one per transfer: begin stays cheap.
+            self._pending[tid] = live
+            if self._sweeper is None:
+                self._sweeper = asyncio.get_running_loop().call_later(self.begin_delay, self._sweep)
+        else:
+            self._persist_begin(live)
         return tid
 
     async def progress(self, transfer_id: str, bytes_sent: int) -> None:
@@ -318,12 +373,19 @@ class RedisLedger(Ledger):
             probe = TransferRecord.started(transfer_id, "GET", "/", size=None, at=now)
             final = probe.finished(state, bytes_sent, digest=digest, error=error, at=now)
         self._live.pop(transfer_id, None)
+        if live is not None and not live.persisted:
+            # Begin and finish go out in the same pipeline: one round trip.
+            self._pending.pop(transfer_id, None)
+            self._enqueue(self._begin_op(live), urgent=self.commit_before_end)
         err = final.error or ErrorInfo("", "")
-        # Shielded: a stream cancelled while finishing still leaves its final state behind.
-        outcome = await asyncio.shield(self._run(
-            "finish", transfer_id, final.state, final.bytes_sent, repr(now), final.digest or "",
-            err.error_class, err.message, self._ttl,
-        ))  # fmt: skip
+        fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        self._enqueue(_Op("finish", transfer_id, (
+            final.state, final.bytes_sent, repr(now), final.digest or "", err.error_class,
+            err.message, self._ttl,
+        ), fut), urgent=self.commit_before_end)  # fmt: skip
+        # Shielded: a stream cancelled while finishing still leaves its final state behind
+        # (the op is queued and goes out whether or not anyone waits for it).
+        outcome = await asyncio.shield(fut)
         kind = _text(outcome[0])
         if kind == "unknown":
             raise UnknownTransfer(transfer_id)
@@ -350,12 +412,99 @@ class RedisLedger(Ledger):
             raise LedgerError(f"malformed ledger record {transfer_id}: {exc!r}") from None
 
     async def flush(self) -> None:
-        """Write the latest progress of every transfer streaming here now."""
+        """Write pending begins and the latest progress of every transfer streaming here."""
         self._check_open()
+        while self._pending:
+            self._persist_begin(next(iter(self._pending.values())))
+        self._start_flusher()
         try:
+            while self._flusher is not None:
+                await asyncio.shield(self._flusher)
             await self._beat_all()
         except RedisError as exc:
             raise LedgerError(f"redis flush failed: {exc}") from exc
+
+    # -- the pipeline --------------------------------------------------------------------
+
+    def _sweep(self) -> None:
+        """Send the begins of transfers that have streamed for ``begin_delay`` seconds."""
+        self._sweeper = None
+        now = time.monotonic()
+        while self._pending:
+            live = next(iter(self._pending.values()))
+            due = live.began + self.begin_delay
+            if due > now:
+                # Not too often: a little late is fine, a timer per begin is not.
+                wait = max(due - now, self.begin_delay / 4)
+                self._sweeper = asyncio.get_running_loop().call_later(wait, self._sweep)
+                return
+            self._persist_begin(live)
+
+    def _persist_begin(self, live: _Live) -> None:
+        self._pending.pop(live.record.id, None)
+        if not live.persisted:
+            self._enqueue(self._begin_op(live), urgent=False)
+
+    def _begin_op(self, live: _Live) -> _Op:
+        live.persisted = True
+        rec = live.record
+        size = "" if rec.size is None else rec.size
+        args = (rec.method, rec.path, repr(rec.started_at), size, self._hb_ms, self._ttl)
+        return _Op("begin", rec.id, args, None)
+
+    def _enqueue(self, op: _Op, *, urgent: bool = True) -> None:
+        self._outbox.append(op)
+        if self._flusher is not None:
+            return  # it sends this too before it stops
+        if urgent or self.commit_delay <= 0:
+            self._start_flusher()
+        elif self._flush_timer is None:
+            self._flush_timer = asyncio.get_running_loop().call_later(
+                self.commit_delay, self._start_flusher
+            )
+
+    def _start_flusher(self) -> None:
+        if self._flush_timer is not None:
+            self._flush_timer.cancel()
+            self._flush_timer = None
+        if self._flusher is None and self._outbox:
+            # Starts at the next turn of the loop: everything queued until then joins in.
+            self._flusher = asyncio.create_task(self._flush(), name="sluicegate-ledger-flush")
+
+    async def _flush(self) -> None:
+        """Send what is queued, one pipeline at a time, until nothing is."""
+        try:
+            while self._outbox:
+                ops, self._outbox = self._outbox, []
+                try:
+                    results = await self._pipeline(ops)
+                except Exception as exc:  # every waiter must hear of it, whatever it is
+                    error = LedgerError(f"redis write failed: {exc!r}")
+                    results = [error] * len(ops)
+                _settle(ops, results)
+        finally:
+            self._flusher = None
+
+    async def _pipeline(self, ops: list[_Op]) -> list[Any]:
+        """One round trip for ``ops``; reload the scripts once if Redis lost them."""
+        results = await self._send(ops)
+        lost = [i for i, r in enumerate(results) if isinstance(r, NoScriptError)]
+        if lost:
+            await self._load_scripts()
+            again = await self._send([ops[i] for i in lost])
+            for i, result in zip(lost, again, strict=True):
+                results[i] = result
+        return results
+
+    async def _send(self, ops: list[_Op]) -> list[Any]:
+        async with self._client.pipeline(transaction=False) as pipe:
+            for op in ops:
+                pipe.evalsha(self._shas[op.script], 1, self.prefix + op.tid, *op.args)
+            return list(await pipe.execute(raise_on_error=False))
+
+    async def _load_scripts(self) -> None:
+        for name, source in self._sources.items():
+            self._shas[name] = _text(await self._client.script_load(source))
 
     async def _attach_receipt(
         self, transfer_id: str, expected: TransferState, receipt: Receipt
@@ -365,6 +514,28 @@ class RedisLedger(Ledger):
             repr(receipt.received_at), int(receipt.verified), receipt.reason,
         )  # fmt: skip
         return bool(done == 1)
+
+
+def _settle(ops: list[_Op], results: list[Any]) -> None:
+    for op, result in zip(ops, results, strict=True):
+        error: BaseException | None = None
+        if isinstance(result, BaseException):
+            error = (
+                result
+                if isinstance(result, LedgerError)
+                else LedgerError(f"redis {op.script} failed: {result}")
+            )
+        elif op.script == "begin" and result != 1:
+            # 128 random bits colliding: a broken random source, not bad luck
+            error = LedgerError(f"transfer id {op.tid} already taken")
+        if op.fut is None:
+            if error is not None:
+                log.warning("ledger write failed: %s", error)
+        elif not op.fut.done():
+            if error is None:
+                op.fut.set_result(result)
+            else:
+                op.fut.set_exception(error)
 
 
 def _text(value: Any) -> str:

@@ -1,0 +1,120 @@
+"""Hold the end of a response until its ledger record is committed.
+
+A client that holds a whole body must be able to read ``completed`` in the ledger, even
+if the server is killed the next instant. Recording the end *after* the last ``send()``
+leaves a window (the group commit: milliseconds) in which the client already has every
+byte and the record exists only in the server's memory. :class:`EndGate` closes it: it
+sits between the response and the server's ASGI ``send`` and holds back the message that
+would complete the body until ``seal`` (which records the final state and returns once
+that is committed) has run.
+
+The message that completes a body is the first of:
+
+* the one that carries the last byte of a ``Content-Length`` body (the client has the
+  whole body as soon as it has those bytes, whatever follows);
+* ``http.response.body`` with ``more_body=False``, unless trailers were announced;
+* ``http.response.trailers`` with ``more_trailers=False`` (the chunked terminator goes out
+  with it).
+
+The other window cannot be closed by any ordering: if the server dies after the commit
+and before the held message leaves, the record says ``completed`` and the client holds
+an incomplete body. That is the safe direction: the client knows its body is incomplete
+(the connection broke before its end), and its receipt gets ``size_mismatch``.
+
+The head of a ``Content-Length`` response is held too, until the first body message
+passes: a small body then leaves together with its head, after the commit, and the
+client wakes once instead of reading the head and then waiting for the body. (A body
+of unknown length keeps its head at once: a stream may flush its head before it has
+anything to say, as event streams do.)
+
+The gate looks only at the ASGI messages, so it needs nothing from the pump; it is a
+wrapper rather than a hook in the pump because every path that can end a body (the
+pump's loop, an in-band error record, a trailer) goes through ``send``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, MutableMapping
+from typing import Any
+
+__all__ = ["EndGate"]
+
+Message = MutableMapping[str, Any]
+Send = Callable[[Message], Awaitable[None]]
+#: Records the transfer's end, given the body bytes sent including the held message.
+Seal = Callable[[int], Awaitable[None]]
+
+
+class EndGate:
+    """An ASGI ``send`` that awaits ``seal(bytes)`` before the message that ends the body.
+
+    ``seal`` runs at most once. Messages pass through unchanged and in order.
+
+    >>> import asyncio
+    >>> log = []
+    >>> async def send(message):
+    ...     log.append(message["type"])
+    >>> async def seal(nbytes):
+    ...     log.append(f"sealed {nbytes}")
+    >>> gate = EndGate(send, seal)
+    >>> async def respond():
+    ...     await gate({"type": "http.response.start", "status": 200,
+    ...                 "headers": [(b"content-length", b"5")]})
+    ...     await gate({"type": "http.response.body", "body": b"hello", "more_body": True})
+    ...     await gate({"type": "http.response.body", "body": b"", "more_body": False})
+    >>> asyncio.run(respond())
+    >>> log
+    ['sealed 5', 'http.response.start', 'http.response.body', 'http.response.body']
+    """
+
+    __slots__ = ("_head", "_length", "_seal", "_send", "_trailers", "sealed", "sent")
+
+    def __init__(self, send: Send, seal: Seal) -> None:
+        self._send = send
+        self._seal = seal
+        self._length: int | None = None
+        self._trailers = False
+        self._head: Message | None = None
+        #: body bytes that have passed (or are passing) through
+        self.sent = 0
+        #: ``seal`` has been called
+        self.sealed = False
+
+    async def __call__(self, message: Message) -> None:
+        """Pass ``message`` on; first run ``seal`` if it completes the body."""
+        kind = message["type"]
+        if kind == "http.response.body":
+            body = message.get("body", b"")
+            self.sent += body.nbytes if type(body) is memoryview else len(body)
+            if not self.sealed and (
+                (not message.get("more_body", False) and not self._trailers)
+                or (self._length is not None and self.sent >= self._length)
+            ):
+                await self._run_seal()
+        elif kind == "http.response.trailers":
+            if not self.sealed and not message.get("more_trailers", False):
+                await self._run_seal()
+        elif kind == "http.response.start":
+            self._trailers = bool(message.get("trailers", False))
+            self._length = _content_length(message.get("headers", ()))
+            if self._length is not None:
+                self._head = message  # leaves with the first body message
+                return
+        head, self._head = self._head, None
+        if head is not None:
+            await self._send(head)
+        await self._send(message)
+
+    async def _run_seal(self) -> None:
+        self.sealed = True
+        await self._seal(self.sent)
+
+
+def _content_length(headers: Any) -> int | None:
+    for name, value in headers:
+        if name.lower() == b"content-length":
+            try:
+                return int(value)
+            except ValueError:
+                return None
+    return None
