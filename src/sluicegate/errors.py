@@ -14,6 +14,8 @@ The tools' own errors live with the tools (and derive from :class:`SluicegateErr
 
 from __future__ import annotations
 
+from types import TracebackType
+
 
 class SluicegateError(Exception):
     """Base class of every error sluicegate raises on purpose."""
@@ -32,6 +34,43 @@ class StreamError(SluicegateError):
 
 class ClientDisconnected(StreamError):
     """The client went away before the response was complete."""
+
+
+class _SendErrors:
+    """Context manager: an ``OSError`` from the server's ``send()`` is the client leaving.
+
+    ASGI 2.4 servers raise ``OSError`` from ``send()`` once the client has gone; to
+    sluicegate that is :class:`ClientDisconnected`, whoever sends. A class rather than
+    ``contextlib.contextmanager``: it wraps every message sent, and this costs a tenth.
+    """
+
+    __slots__ = ()
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(
+        self,
+        kind: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        if isinstance(exc, OSError):
+            raise disconnected(exc) from exc
+
+
+def disconnected(exc: OSError) -> ClientDisconnected:
+    """What an ``OSError`` from the server's ``send()`` means: the client left.
+
+    For the few hot paths that cannot afford a ``with`` block per message; everyone
+    else uses :data:`send_errors`.
+    """
+    return ClientDisconnected(f"the client went away ({type(exc).__name__})")
+
+
+#: ``with send_errors: await send(...)`` maps ``OSError`` to :class:`ClientDisconnected`:
+#: the one place that mapping lives.
+send_errors = _SendErrors()
 
 
 class ProducerFailed(StreamError):

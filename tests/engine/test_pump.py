@@ -1,12 +1,27 @@
-"""The pump driven by scripted fakes of a server's ``send``, without sockets."""
+"""The pump driven by scripted fakes of a server's ``send``, without sockets.
+
+The fakes play every way a server's ``send()`` behaves: it accepts at once, blocks
+and then accepts, raises ``OSError`` (ASGI 2.4, the client left), returns an
+awaitable that is not a coroutine (granian), returns at once after the client left
+(ASGI 2.3), blocks until the client leaves, or is cancelled with the request.
+"""
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass, field
 from typing import Any
 
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
 from sluicegate import StreamResponse
+from sluicegate.engine.channel import Channel
+from sluicegate.engine.metrics import StreamMetrics
+from sluicegate.engine.pump import TRANSITIONS, IllegalTransition, Pump, PumpState
+from sluicegate.errors import ClientDisconnected
 
 SCOPE = {"type": "http", "method": "GET", "path": "/", "headers": [], "query_string": b""}
 
@@ -127,3 +142,229 @@ async def test_a_send_that_returns_at_once_after_a_disconnect_stops_the_producer
     # Message 10 let the client go; the chunk being made then, one more at most.
     assert made <= 9 + 2
     assert client.endings == 0
+
+
+# -- the pump itself, with scripted sends and producers --------------------------------
+
+ACCEPT, BLOCK, EMPTY, FUTURE, OSERROR = "accept", "block", "empty", "future", "oserror"
+
+
+@dataclass
+class Run:
+    """What one scripted run of a pump did."""
+
+    pump: Pump
+    messages: list[dict[str, Any]] = field(default_factory=list)
+    error: BaseException | None = None
+    #: the most bytes the channel held while the producer was asked for a chunk
+    worst_at_pull: int = 0
+
+    @property
+    def body(self) -> bytes:
+        return b"".join(m["body"] for m in self.messages)
+
+    @property
+    def endings(self) -> int:
+        return sum(1 for m in self.messages if not m["more_body"])
+
+
+async def drive(
+    sizes: list[int],
+    waits: list[bool],
+    sends: list[str],
+    *,
+    fail: bool = False,
+    limit: int = 4096,
+) -> tuple[Run, bytes]:
+    """Run a pump over a producer of ``sizes`` whose sends follow ``sends`` (then accept)."""
+    loop = asyncio.get_running_loop()
+    channel = Channel(limit)
+    script = iter(sends)
+    gone = False
+    run: Run
+
+    def send(message: dict[str, Any]) -> Any:
+        nonlocal gone
+        kind = next(script, ACCEPT)
+        if gone or kind == OSERROR:
+            gone = True
+            return _raise(OSError("connection reset"))
+        if message["type"] == "http.response.body":
+            run.messages.append({**message, "body": bytes(message["body"])})
+        if kind == EMPTY:
+            return EmptyAwaitable()
+        if kind == FUTURE:
+            future = loop.create_future()
+            loop.call_later(0.001, future.set_result, None)
+            return FutureAwaitable(future)
+        if kind == BLOCK:
+            return asyncio.sleep(0.001)
+        return _accepted()
+
+    async def start(size: int | None) -> None:
+        return None
+
+    run = Run(Pump(channel, start, send, StreamMetrics(), max_message=limit))
+    made = bytearray()
+
+    async def producer() -> AsyncIterator[bytes]:
+        for i, n in enumerate(sizes):
+            run.worst_at_pull = max(run.worst_at_pull, channel.buffered)
+            chunk = bytes([i % 251 + 1]) * n
+            made.extend(chunk)
+            yield chunk
+            if waits[i % len(waits)]:
+                await asyncio.sleep(0)
+        if fail:
+            raise RuntimeError("the producer failed")
+
+    try:
+        await asyncio.wait_for(run.pump.run_iterator(producer(), "utf-8"), 20)
+    except Exception as exc:
+        run.error = exc
+    return run, bytes(made)
+
+
+async def _accepted() -> None:
+    return None
+
+
+async def _raise(exc: BaseException) -> None:
+    raise exc
+
+
+SEND_KINDS = st.sampled_from([ACCEPT, ACCEPT, BLOCK, EMPTY, FUTURE, OSERROR])
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    sizes=st.lists(st.integers(0, 10_000), max_size=25),
+    waits=st.lists(st.booleans(), min_size=1, max_size=5),
+    sends=st.lists(SEND_KINDS, max_size=30),
+    fail=st.booleans(),
+    limit=st.integers(1, 8192),
+)
+def test_any_producer_and_any_server_give_a_whole_body_or_an_honest_failure(
+    sizes: list[int], waits: list[bool], sends: list[str], fail: bool, limit: int
+) -> None:
+    run, made = asyncio.run(drive(sizes, waits, sends, fail=fail, limit=limit))
+    # In order and intact, whatever happened: a prefix of what was made.
+    assert made.startswith(run.body)
+    # A producer is asked for a chunk only while the budget has room.
+    assert run.worst_at_pull < limit
+    if run.error is None:
+        assert run.body == made
+        assert run.endings == 1 and not run.messages[-1]["more_body"]
+        assert run.pump.state is PumpState.COMPLETE
+    else:
+        assert run.endings == 0
+        assert run.pump.state is PumpState.FAILED
+        if OSERROR in sends and isinstance(run.error, ClientDisconnected):
+            pass  # the client left (ASGI 2.4): reported as such
+        else:
+            assert fail and isinstance(run.error, RuntimeError), run.error
+
+
+def test_every_state_but_the_ends_can_fail_and_the_ends_are_final() -> None:
+    for state, moves in TRANSITIONS.items():
+        if state in (PumpState.COMPLETE, PumpState.FAILED):
+            assert moves == frozenset()
+        else:
+            assert PumpState.FAILED in moves
+    assert set(TRANSITIONS) == set(PumpState)
+
+
+async def test_an_illegal_transition_raises_at_once() -> None:
+    run = Run(Pump(Channel(10), _no_start, _accepting_send, StreamMetrics()))
+    with pytest.raises(IllegalTransition, match="idle to complete"):
+        run.pump._to(PumpState.COMPLETE)
+    assert run.pump.state is PumpState.IDLE
+
+
+async def _no_start(size: int | None) -> None:
+    return None
+
+
+async def _accepting_send(message: dict[str, Any]) -> None:
+    return None
+
+
+# -- the client leaving, through the response ------------------------------------------
+
+
+async def _endless(state: dict[str, Any]) -> AsyncIterator[bytes]:
+    try:
+        while True:
+            state["made"] = state.get("made", 0) + 1
+            yield b"x" * 65536
+            if state.get("wait"):
+                await asyncio.sleep(0)
+    finally:
+        state["closed"] = True
+
+
+async def test_a_disconnect_while_a_send_is_blocked_stops_the_producer() -> None:
+    client = Client()
+    state: dict[str, Any] = {}
+    stuck = asyncio.get_running_loop().create_future()
+
+    async def send(message: dict[str, Any]) -> None:
+        client.record(message)
+        if len(client.messages) == 5:
+            client.gone.set()
+            await stuck  # the client never reads again
+
+    await asyncio.wait_for(StreamResponse(_endless(state))(SCOPE, client.receive, send), 10)
+    assert state["closed"]
+    assert client.endings == 0
+    # Blocked at message 5 (the head and 4 body messages before it): the producer
+    # read ahead one budget's worth at most.
+    assert state["made"] <= 4 + 2
+
+
+@pytest.mark.parametrize("wait", [False, True])
+async def test_a_request_cancelled_mid_message_closes_the_producer(wait: bool) -> None:
+    client = Client()
+    state: dict[str, Any] = {"wait": wait}
+    stuck = asyncio.get_running_loop().create_future()
+    blocked = asyncio.Event()
+
+    async def send(message: dict[str, Any]) -> None:
+        client.record(message)
+        if len(client.messages) == 3:
+            blocked.set()
+            await stuck
+
+    task = asyncio.create_task(StreamResponse(_endless(state))(SCOPE, client.receive, send))
+    await asyncio.wait_for(blocked.wait(), 10)
+    task.cancel()  # the server shuts down
+    with pytest.raises(asyncio.CancelledError):
+        await asyncio.wait_for(task, 10)
+    assert state["closed"]
+    assert client.endings == 0
+
+
+async def test_a_stalled_stream_reports_the_whole_chunk_it_keeps_alive() -> None:
+    client = Client()
+    stuck = asyncio.get_running_loop().create_future()
+    blocked = asyncio.Event()
+
+    async def big() -> AsyncIterator[bytes]:
+        for _ in range(3):
+            yield b"b" * (1 << 20)
+
+    async def send(message: dict[str, Any]) -> None:
+        client.record(message)
+        if len(client.messages) == 5:  # the head, three slices, then the client stalls
+            blocked.set()
+            await stuck
+
+    response = StreamResponse(big())
+    task = asyncio.create_task(response(SCOPE, client.receive, send))
+    await asyncio.wait_for(blocked.wait(), 10)
+    await asyncio.sleep(0.01)
+    assert response.metrics is not None
+    # The 1 MiB chunk is alive while its slices wait, whatever the budget (64 KiB).
+    assert response.metrics.bytes_buffered >= 1 << 20
+    client.gone.set()
+    await asyncio.wait_for(task, 10)

@@ -18,9 +18,12 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Literal, Protocol
+from typing import Protocol
 
-StreamState = Literal["streaming", "completed", "failed", "client_gone", "timed_out"]
+from sluicegate.interfaces import TransferState
+
+#: How a stream stands or ended: the shared vocabulary (kept under its old name).
+StreamState = TransferState
 
 
 @dataclass(slots=True, eq=False)
@@ -29,7 +32,7 @@ class StreamMetrics:
 
     path: str = ""
     started: float = field(default_factory=time.monotonic)
-    state: StreamState = "streaming"
+    state: TransferState = TransferState.STREAMING
     #: bytes the producer has handed over (after drops)
     bytes_produced: int = 0
     #: bytes handed to the server's ``send()`` and accepted by it
@@ -113,7 +116,7 @@ class Registry:
         if self._observers:
             self._notify("stream_committed", m)
 
-    def close(self, m: StreamMetrics, state: StreamState) -> None:
+    def close(self, m: StreamMetrics, state: TransferState) -> None:
         """Move a stream to the finished totals."""
         m.state = state
         m.ended = time.monotonic()
@@ -167,10 +170,10 @@ class Registry:
             "bytes_sent": sent + sum(m.bytes_sent for m in active),
             "blocked_seconds": blocked + sum(m.blocked_seconds for m in active),
             "drops": drops + sum(m.drops for m in active),
-            "disconnects": finished.get("client_gone", 0),
-            "completed": finished.get("completed", 0),
-            "failed": finished.get("failed", 0),
-            "timed_out": finished.get("timed_out", 0),
+            "disconnects": finished.get(TransferState.CLIENT_GONE, 0),
+            "completed": finished.get(TransferState.COMPLETED, 0),
+            "failed": finished.get(TransferState.FAILED, 0),
+            "timed_out": finished.get(TransferState.TIMED_OUT, 0),
             "lingering_producers": lingering,
         }
 

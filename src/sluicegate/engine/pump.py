@@ -1,56 +1,100 @@
 """The pump: the one loop that moves bytes from a producer to the server.
 
-All bytes a stream holds live in one :class:`~sluicegate.engine.channel.Channel` of
-``high_water_mark`` bytes. They stay on its budget until the server's ``send()`` has
-accepted them, so the budget counts the message in flight too. A producer pulls its
-next chunk only while the channel is under the mark, so at most one chunk exists
+All bytes a stream holds are counted in one :class:`~sluicegate.engine.channel.Channel`
+of ``high_water_mark`` bytes. They stay on its budget until the server's ``send()``
+has accepted them, so the budget counts the message in flight too. A producer pulls
+its next chunk only while the channel is under the mark, so at most one chunk exists
 beyond it.
 
 Two ways to drive it:
 
 :meth:`Pump.run_iterator` (async iterables, the common case)
     The producer runs *in the pump's own task*. When the channel reaches the mark
-    and nobody is sending, the pump sends right there, and if the server takes it at
-    once (a fast client) no task switch or event-loop turn happens at all: that is
-    what keeps sluicegate as fast as a bare ``send()`` loop. When a ``send()`` would
-    wait for the client, the rest of it moves to a *sender* task and the producer
-    keeps reading ahead until the mark: producing and sending overlap. When the
-    producer itself waits (for a database, a timer), what it made so far leaves at
-    the next turn of the loop: a chunk is never held back waiting for more.
+    and nobody is sending, the pump sends right there, stepping ``send()`` by hand:
+    if the server takes the message at once (a fast client), there is no task
+    switch; a chunk that reaches the mark on its own does not even pass through the
+    queue. When a ``send()`` would wait for the client, the rest of it moves to a
+    *sender* task and the producer keeps reading ahead until the mark: producing and
+    sending overlap. When the producer itself waits (for a database, a timer), what
+    it made so far leaves at the next turn of the loop: a chunk is never held back
+    waiting for more.
 
 :meth:`Pump.run_channel` (threads, pull sources, push channels)
     Another task or thread fills the channel; the pump takes what is ready and
     sends it, waiting only when there is nothing to send.
 
-Either way, whatever is queued when the pump sends goes out as one message: small
-chunks coalesced up to ``max_message`` bytes, large ones cut into zero-copy
-``memoryview`` slices.
+After every message the server took at once, the loop turns once. Only then can the
+server learn that the client left (servers on ASGI 2.3 keep returning from ``send()``
+at once after that), and the disconnect cancels the producer before its next chunk.
+It costs about a microsecond per message.
+
+Whatever is queued when the pump sends goes out as one message: small chunks
+coalesced, large ones cut into zero-copy ``memoryview`` slices, up to
+``max_message`` bytes; while the server takes every message at once the size doubles
+up to ``burst_message`` (256 KiB by default), and it drops back at the first send
+that has to wait.
+
+Where the pump is lives in one :class:`PumpState`, changed only along
+:data:`TRANSITIONS`.
 
 The memory bound, per stream: the channel holds at most ``high_water_mark`` bytes
 plus the producer's current chunk; the server holds what its transport buffers
-(uvicorn: its 64 KiB write high-water mark plus the one message it accepted past it).
+(uvicorn: its 64 KiB write high-water mark plus the one message it accepted past it,
+at most ``burst_message``).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import enum
 import time
 import types
-from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Generator, Iterator
-from typing import Any, Final, Protocol
+from collections.abc import (
+    AsyncIterator,
+    Awaitable,
+    Callable,
+    Coroutine,
+    Generator,
+    Iterator,
+    Mapping,
+)
+from typing import Any, Final
 
-from sluicegate.engine.channel import Bytes, Channel
+from sluicegate.engine.buffer import FLUSH, Bytes, _Flush, nbytes, to_bytes
+from sluicegate.engine.channel import Channel
 from sluicegate.engine.metrics import REGISTRY, StreamMetrics
 from sluicegate.engine.sources import ChannelSource, Source
-from sluicegate.errors import ChannelClosed, ClientDisconnected, StreamError, StreamTimedOut
+from sluicegate.errors import (
+    ChannelClosed,
+    StreamError,
+    StreamTimedOut,
+    disconnected,
+    send_errors,
+)
 from sluicegate.http.integrity import Digester
+from sluicegate.interfaces import Send, SendGuard, StartResponse
 
-#: The most bytes put in one ``http.response.body`` message.
+__all__ = [
+    "BURST_MESSAGE",
+    "MAX_MESSAGE",
+    "TRANSITIONS",
+    "IllegalTransition",
+    "Producer",
+    "Pump",
+    "PumpState",
+    "Send",
+    "SendGuard",
+    "StartResponse",
+    "next_message",
+]
+
+#: The most bytes put in one ``http.response.body`` message that may have to wait.
 MAX_MESSAGE: Final = 64 * 1024
-
-#: The server's ASGI ``send``.
-Send = Callable[[dict[str, Any]], Awaitable[None]]
+#: The most a message grows to while the server takes every message at once: fewer,
+#: larger sends cost less per byte (a 1 MiB chunk leaves in 4 sends, not 16), and a
+#: server that stops taking them at once holds one such message at most.
+BURST_MESSAGE: Final = 256 * 1024
 
 
 class Producer:
@@ -125,24 +169,42 @@ async def next_message(channel: Channel, max_message: int) -> Bytes | None:
         await channel.wait_data()
 
 
-StartResponse = Callable[[int | None], Awaitable[None]]
+class PumpState(enum.Enum):
+    """Where one response's pump is. See :data:`TRANSITIONS` for the moves."""
+
+    #: nothing sent yet; the producer runs
+    IDLE = "idle"
+    #: the head is out; messages go out in the producer's own task while the server
+    #: takes them at once
+    INLINE = "inline"
+    #: a sender task sends (the client lags, or the producer let the loop turn with
+    #: bytes queued); the producer reads ahead up to the budget
+    HANDED_OVER = "handed_over"
+    #: the producer ended: what is left goes out, then the end of the body
+    ENDING = "ending"
+    #: the last message (``more_body=False``) has gone
+    COMPLETE = "complete"
+    #: stopped short: the producer or the server failed, the client left, or the
+    #: request was cancelled
+    FAILED = "failed"
 
 
-class SendGuard(Protocol):
-    """Decides when a slow reader has held a stream too long (see :mod:`sluicegate.protect.guard`).
+_S = PumpState
+#: Every legal move of a pump, and nothing else. The one place that says what may
+#: follow what; :meth:`Pump._to` enforces it.
+TRANSITIONS: Final[Mapping[PumpState, frozenset[PumpState]]] = {
+    _S.IDLE: frozenset({_S.INLINE, _S.HANDED_OVER, _S.ENDING, _S.FAILED}),
+    _S.INLINE: frozenset({_S.HANDED_OVER, _S.ENDING, _S.FAILED}),
+    _S.HANDED_OVER: frozenset({_S.INLINE, _S.ENDING, _S.FAILED}),
+    _S.ENDING: frozenset({_S.COMPLETE, _S.FAILED}),
+    _S.COMPLETE: frozenset(),
+    _S.FAILED: frozenset(),
+}
+_TERMINAL: Final = frozenset({_S.COMPLETE, _S.FAILED})
 
-    The pump tells it about every message the server accepted and asks it for a
-    deadline whenever a ``send()`` has to wait for the client.
-    """
 
-    def accepted(self, now: float, nbytes: int, waited: float) -> None:
-        """``nbytes`` were accepted at ``now`` after waiting ``waited`` s for the client."""
-
-    def deadline(self, now: float) -> float | None:
-        """The monotonic time by which a waiting ``send()`` must finish, or None."""
-
-    def verdict(self, now: float) -> str | None:
-        """Why the stream must be cut now (a short sentence), or None to go on."""
+class IllegalTransition(RuntimeError):
+    """A pump was asked to move where :data:`TRANSITIONS` does not allow: a bug."""
 
 
 class Pump:
@@ -151,6 +213,10 @@ class Pump:
     ``start(size)`` sends the response head; it is called once, just before the first
     body message, with the body's size when known (``size``, or the whole body when
     the producer ended before anything was sent).
+
+    Its life is :attr:`state`, a :class:`PumpState`; every change goes through
+    :data:`TRANSITIONS`. The scheduling state (whether a turn of the event loop is
+    awaited, and what it found) lives here too, beside the states it moves between.
     """
 
     def __init__(
@@ -162,10 +228,14 @@ class Pump:
         *,
         size: int | None = None,
         max_message: int = MAX_MESSAGE,
+        burst_message: int | None = None,
         guard: SendGuard | None = None,
         digester: Digester | None = None,
     ) -> None:
         self.channel = channel
+        # The plain data under the channel: the pump's own task may use it without
+        # the channel's lock when nobody else can touch it (run_iterator).
+        self._buffer = channel.buffer
         self.guard = guard
         #: hashes every message as it is handed to the server
         self.digester = digester
@@ -174,18 +244,48 @@ class Pump:
         self.metrics = metrics
         self.size = size
         self.max_message = max_message
-        #: the head has gone out (or is going out)
-        self.started = False
-        #: the producer has ended
-        self.ended = False
-        #: the last body message (``more_body=False``) has been sent
-        self.finished = False
+        # The message size now: max_message, doubled after every send the server
+        # took at once up to burst_message, back to max_message when one must wait.
+        self._cap = max_message
+        self._burst = max(max_message, burst_message or max_message)
+        #: where the pump is; see :class:`PumpState`
+        self.state = PumpState.IDLE
         self._sender: asyncio.Task[None] | None = None
         self._head: asyncio.Future[None] | None = None
         # Inside _pause(): a turn of the loop we asked for, not a producer waiting.
         self._pausing = False
-        # run_iterator has left fill(): a turn callback still queued must do nothing.
-        self._done = False
+        # A _turn callback is queued: bytes were queued since the loop last turned.
+        self._turn_pending = False
+        # The last _turn started a sender: the next chunk lets it go first.
+        self._turned = False
+
+    # -- state -------------------------------------------------------------------------
+
+    def _to(self, new: PumpState) -> None:
+        """Move to ``new``; raise :class:`IllegalTransition` if that is not a legal move."""
+        if new not in TRANSITIONS[self.state]:
+            raise IllegalTransition(f"pump cannot go from {self.state.value} to {new.value}")
+        self.state = new
+
+    def _fail(self) -> None:
+        """Stop short, unless the pump has already ended one way or the other."""
+        if self.state not in _TERMINAL:
+            self._to(PumpState.FAILED)
+
+    @property
+    def started(self) -> bool:
+        """The head has gone out (or is going out)."""
+        return self._head is not None
+
+    @property
+    def ended(self) -> bool:
+        """The producer has ended (what is left may still be going out)."""
+        return self.state is PumpState.ENDING or self.state is PumpState.COMPLETE
+
+    @property
+    def finished(self) -> bool:
+        """The last body message (``more_body=False``) has been sent."""
+        return self.state is PumpState.COMPLETE
 
     # -- driving ---------------------------------------------------------------------
 
@@ -193,27 +293,26 @@ class Pump:
         """Produce from ``iterator`` in this task and send, overlapping when the client lags."""
         channel = self.channel
         try:
-            await channel.fill(
-                iterator,
-                charset,
-                when_full=self._make_room,
-                on_turn=self._on_turn,
-                on_flush=self._flush,
-            )
-            self.ended = True
+            await self._produce(iterator, charset)
+            if self.state is not PumpState.FAILED:
+                self._to(PumpState.ENDING)
+            # (Failed: the sender did, and _finish raises its error.)
             await self._finish()
         except ChannelClosed:
+            self._fail()
             # The sender failed and closed the channel: its error is the one to report.
             if channel.error is not None:
                 raise channel.error from None
             raise
         except asyncio.CancelledError:
-            self._done = True
+            self._fail()
             with contextlib.suppress(Exception, asyncio.CancelledError):
                 await self._stop_sender()
             raise
+        except BaseException:
+            self._fail()
+            raise
         finally:
-            self._done = True
             # The producer failed: let what it made before leave (an in-band ending
             # follows it, and an abort is no less honest for it), then collect the
             # sender's error, if any, without masking the producer's.
@@ -222,25 +321,117 @@ class Pump:
 
     async def run_channel(self) -> None:
         """Send what another producer puts in the channel, until it is closed."""
+        try:
+            await self._relay()
+        except BaseException:
+            self._fail()
+            raise
+
+    async def _relay(self) -> None:
         channel = self.channel
-        chunk = await next_message(channel, self.max_message)
-        self.ended = channel.exhausted
+        cap = self.max_message
+        chunk = await next_message(channel, cap)
+        if channel.exhausted:
+            self._to(PumpState.ENDING)
         await self._commit()
         while chunk is not None:
             more = not channel.exhausted or channel.error is not None
+            if not more and self.state is not PumpState.ENDING:
+                self._to(PumpState.ENDING)
             await self._send_message(chunk, more)
             if not more:
                 return
             # A producer thread may keep the channel full: let the loop turn so that
             # a client that left is noticed before the next message.
             await self._pause()
-            chunk = channel.take(self.max_message)
+            chunk = channel.take(cap)
             if chunk is None:
-                chunk = await next_message(channel, self.max_message)
+                chunk = await next_message(channel, cap)
+        if self.state is not PumpState.ENDING:
+            self._to(PumpState.ENDING)
         await self.send_body(b"", False)
-        self.finished = True
+        self._to(PumpState.COMPLETE)
 
-    # -- the iterator path's pieces ----------------------------------------------------
+    # -- producing (run_iterator) ------------------------------------------------------
+
+    async def _produce(self, chunks: AsyncIterator[Any], charset: str) -> None:
+        """Put everything ``chunks`` yields, sending at the mark; the hot loop.
+
+        A chunk that reaches the mark on its own while nothing is held and the head
+        is out goes straight to the server (no queue, no lock); anything else is
+        queued, and sent when the budget is spent, when the producer lets the loop
+        turn (:meth:`_turn`), or at a :data:`FLUSH`.
+        """
+        channel = self.channel
+        buffer = self._buffer
+        loop = channel.attach()
+        limit = buffer.limit
+        append = buffer.append if buffer.policy == "wait" else _put_with_policy(channel)
+        inline = PumpState.INLINE
+        async for chunk in chunks:
+            if type(chunk) is bytes:
+                n = len(chunk)
+            else:
+                if chunk is FLUSH:
+                    if channel.closed:
+                        raise ChannelClosed("the stream has ended")
+                    buffer.mark()
+                    await self._flush()
+                    continue
+                chunk = to_bytes(chunk, charset)
+                assert not isinstance(chunk, _Flush)
+                n = nbytes(chunk)
+            if limit <= n <= self._cap and not buffer.buffered and self.state is inline:
+                # Straight out: the same message the queue would make of it.
+                if channel.closed:
+                    raise channel.error or ChannelClosed("the stream has ended")
+                if self._send_at_once(chunk, n):
+                    buffer.bytes_in += n
+                    buffer.bytes_out += n
+                    chunk = None
+                    # Nothing is queued: a plain turn of the loop (see _pause).
+                    await _next_turn()
+                else:
+                    buffer.in_flight(n)  # counted until the sender is done with it
+                    chunk = None
+                    await self._wait_for_room()
+                if channel.closed:
+                    return
+                continue
+            if not self._turn_pending:
+                # The loop turned since bytes were last queued.
+                if self._turned:
+                    # The producer waited, and a sender was started for what it had
+                    # made before: let that go first, as it would had this chunk
+                    # come later.
+                    self._turned = False
+                    await asyncio.sleep(0)
+                self._turn_pending = True
+                loop.call_soon(self._turn)
+            if append(chunk, n) >= limit:
+                if channel.closed:
+                    raise channel.error or ChannelClosed("the stream has ended")
+                # Drop our reference: a 20 MB chunk must not stay alive while the
+                # producer makes the next one.
+                chunk = None
+                await self._make_room()
+                if channel.closed:
+                    return
+
+    def _turn(self) -> None:
+        """The loop turned with bytes queued: the producer is waiting; let them leave."""
+        if self._pausing:
+            # Our own pause, not the producer waiting: look again at the next turn.
+            if self._buffer.has_queued:
+                asyncio.get_running_loop().call_soon(self._turn)
+            else:
+                self._turn_pending = False
+            return
+        self._turn_pending = False
+        state = self.state
+        if (state is PumpState.IDLE or state is PumpState.INLINE) and self._buffer.has_queued:
+            self._hand_over(None, 0)
+            self._turned = True
 
     def _make_room(self) -> Awaitable[None]:
         """The channel is at the mark: send now, or wait for the sender to catch up.
@@ -248,28 +439,25 @@ class Pump:
         The fast path sends one message inline and returns :meth:`_pause`, the
         cheapest await there is: one turn of the loop, no coroutine object.
         """
-        channel = self.channel
-        if self.started and self._sender is None:
+        buffer = self._buffer
+        if self.state is PumpState.INLINE:
             self._send_one()
-            if self._sender is None and channel.queued < channel.limit:
+            if self.state is PumpState.INLINE and buffer.queued < buffer.limit:
                 return self._pause()
         return self._wait_for_room()
 
-    def _send_one(self) -> None:
-        """Send the next message inline, or hand it to a sender task if it must wait."""
-        chunk = self.channel.take(self.max_message)
-        if chunk is not None:
-            self._send_or_hand_over(chunk)
-
     async def _wait_for_room(self) -> None:
-        channel = self.channel
-        if not self.started:
+        channel, buffer = self.channel, self._buffer
+        if self.state is PumpState.IDLE:
             await self._commit()
-        while self._sender is None and channel.queued >= channel.limit:
+        while self.state is PumpState.INLINE and buffer.queued >= buffer.limit:
             self._send_one()
-            if self._sender is None:
+            if self.state is PumpState.INLINE:
                 await self._pause()
-        while self._sender is not None and channel.buffered >= channel.limit:
+        while self.state is PumpState.HANDED_OVER and not buffer.has_room:
+            # The producer waits with everything it made held: say so now, not at the
+            # next send (budgets read it while the client stalls).
+            self._note_held()
             await channel.wait_room()
             if channel.closed:
                 await self._stop_sender()  # raises the sender's error
@@ -292,65 +480,92 @@ class Pump:
 
     async def _flush(self) -> None:
         """The producer asked for what it made to leave now (``FLUSH``)."""
-        if self._sender is None:
+        if self.state is PumpState.IDLE:
             await self._commit()
-            while self._sender is None and self.channel.has_queued:
-                self._send_one()
-                if self._sender is None:
-                    await self._pause()
+        while self.state is PumpState.INLINE and self._buffer.has_queued:
+            self._send_one()
+            if self.state is PumpState.INLINE:
+                await self._pause()
 
-    def _on_turn(self) -> bool | None:
-        """The producer let the loop turn with bytes queued: let them leave now.
+    # -- sending inline ------------------------------------------------------------------
 
-        None while the pump itself let the loop turn (:meth:`_pause`): ask again at
-        the next turn.
+    def _send_one(self) -> None:
+        """Send the next queued message inline, or hand it to a sender if it must wait."""
+        buffer = self._buffer
+        chunk = buffer.take(self._cap)
+        if chunk is None:
+            return
+        n = len(chunk) if type(chunk) is bytes else nbytes(chunk)
+        if self._send_at_once(chunk, n):
+            buffer.release(n)
+        # else: the bytes stay taken until the sender has finished sending them
+
+    def _send_at_once(self, chunk: Bytes, n: int) -> bool:
+        """Start sending ``chunk`` (``n`` bytes); True if the server took it at once.
+
+        Stepped by hand to learn that without a task switch. If the server must wait
+        for the client, the rest of the send moves to a sender task. The hot path of
+        every fast download: one call per message, everything inline.
         """
-        if self._pausing:
-            return None
-        if self.ended or self._done:
-            return False  # _finish (or the error path) owns the rest
-        if self._sender is None and not self.finished and self.channel.has_queued:
-            self._sender = _sender_task(self._drain())
-            return True
-        return False
-
-    def _send_or_hand_over(self, chunk: Bytes) -> None:
-        """Send ``chunk``; if the server must wait for the client, finish it in a task."""
-        n = chunk.nbytes if type(chunk) is memoryview else len(chunk)
-        self._account(chunk)
+        if self.digester is not None:
+            self.digester.update(chunk)
+        metrics = self.metrics
+        # Held while it is sent: what the buffer keeps alive, or (sent past the
+        # queue) the chunk itself.
+        held = self._buffer.held or n
+        if held > metrics.peak_buffered:
+            metrics.peak_buffered = held
+        metrics.bytes_buffered = held
+        # ASGI promises an awaitable, not a coroutine: its iterator may have no
+        # send() (granian), so it is advanced with next().
         message = {"type": "http.response.body", "body": chunk, "more_body": True}
-        # Stepped by hand to learn whether the server takes it at once. ASGI promises
-        # an awaitable, not a coroutine: its iterator may have no send() (granian).
         step = self._send(message).__await__()
         try:
             waiting_on = next(step)
-        except OSError as exc:  # ASGI 2.4: send() raises once the client is gone
-            raise ClientDisconnected("the client went away") from exc
         except StopIteration:
-            self.channel.release(n)
-            self.metrics.bytes_sent += n
+            metrics.bytes_sent += n
             if self.guard is not None:
                 self._judge(n, 0.0)
-            return
-        self._sender = _sender_task(self._drain(_Resume(step, waiting_on), n))
+            if self._cap < self._burst:
+                self._cap = min(self._cap * 2, self._burst)
+            return True
+        except OSError as exc:  # ASGI 2.4: the client is gone (send_errors, inlined)
+            raise disconnected(exc) from exc
+        self._cap = self.max_message
+        self._hand_over(_Resume(step, waiting_on), n)
+        return False
+
+    # -- sending from a sender task ------------------------------------------------------
+
+    def _hand_over(self, blocked: _Resume | None, n: int) -> None:
+        """Let a sender task send from now on (after finishing ``blocked``, if any)."""
+        self._to(PumpState.HANDED_OVER)
+        self._sender = _sender_task(self._drain(blocked, n))
 
     async def _drain(self, blocked: _Resume | None = None, n: int = 0) -> None:
         """Finish a blocked send, then send whatever is queued, until nothing is."""
-        channel = self.channel
+        channel, buffer = self.channel, self._buffer
         try:
             if blocked is not None:
                 await self._wait_for_client(blocked, n)
             await self._commit()
-            while not self.finished and (chunk := channel.take(self.max_message)) is not None:
-                await self._send_message(chunk, not (self.ended and not channel.has_queued))
+            while (
+                self.state is not PumpState.COMPLETE
+                and (chunk := channel.take(self.max_message)) is not None
+            ):
+                last = self.state is PumpState.ENDING and not buffer.has_queued
+                await self._send_message(chunk, not last)
         except BaseException as exc:
             # Wake a producer waiting for room: it must stop, with this error. This
             # task stays in _sender so that the pump collects its error. A cancelled
             # send is a failed one too: never let the rest pass for a whole body.
             error = exc if isinstance(exc, Exception) else StreamError("sending was cancelled")
             channel.close(error)
+            self._fail()
             raise
         self._sender = None
+        if self.state is PumpState.HANDED_OVER:
+            self._to(PumpState.INLINE)
 
     async def _finish(self) -> None:
         """The producer ended: send what is left and the end of the body."""
@@ -360,11 +575,13 @@ class Pump:
         if channel.closed and channel.error is not None:
             raise channel.error
         await self._commit()
-        while not self.finished and (chunk := channel.take(self.max_message)) is not None:
-            await self._send_message(chunk, channel.has_queued)
-        if not self.finished:
+        while (
+            self.state is not PumpState.COMPLETE and (chunk := channel.take(self._cap)) is not None
+        ):
+            await self._send_message(chunk, self._buffer.has_queued)
+        if self.state is not PumpState.COMPLETE:
             await self.send_body(b"", False)
-            self.finished = True
+            self._to(PumpState.COMPLETE)
 
     async def _stop_sender(self, *, wait: bool = False) -> None:
         """Wait for (``wait``) or cancel the sender task; raise its error if it failed."""
@@ -391,45 +608,52 @@ class Pump:
             if not head.done():
                 await head
             return
-        self.started = True
         head = self._head = asyncio.get_running_loop().create_future()
         size = self.size
-        if size is None and self.ended and self.channel.error is None:
+        if size is None and self.state is PumpState.ENDING and self.channel.error is None:
             # The whole body is already here: say how long it is.
-            size = self.channel.buffered
+            size = self._buffer.buffered
         try:
             await self._start(size)
         finally:
             head.set_result(None)
+        if self.state is PumpState.IDLE:
+            self._to(PumpState.INLINE)
 
-    def _account(self, chunk: Bytes) -> None:
+    def _account(self, chunk: Bytes, held: int) -> None:
+        """Hash ``chunk`` and record ``held``, the bytes held while it is being sent."""
         if self.digester is not None:
             self.digester.update(chunk)
         metrics = self.metrics
-        buffered = self.channel.buffered
-        if buffered > metrics.peak_buffered:
-            metrics.peak_buffered = buffered
-        metrics.bytes_buffered = buffered
+        if held > metrics.peak_buffered:
+            metrics.peak_buffered = held
+        metrics.bytes_buffered = held
+
+    def _note_held(self) -> None:
+        """Record what the stream holds now in its metrics."""
+        held = self._buffer.held
+        metrics = self.metrics
+        if held > metrics.peak_buffered:
+            metrics.peak_buffered = held
+        metrics.bytes_buffered = held
 
     async def _send_message(self, chunk: Bytes, more: bool) -> None:
-        n = chunk.nbytes if type(chunk) is memoryview else len(chunk)
-        self._account(chunk)
+        n = len(chunk) if type(chunk) is bytes else nbytes(chunk)
+        self._account(chunk, self._buffer.held)
         await self._wait_for_client(self.send_body(chunk, more), n)
         if not more:
-            self.finished = True
+            self._to(PumpState.COMPLETE)
 
     async def send_body(self, chunk: Bytes, more: bool) -> None:
         """Send one body message now (outside the budget: for endings)."""
-        try:
+        with send_errors:
             await self._send({"type": "http.response.body", "body": chunk, "more_body": more})
-        except OSError as exc:  # ASGI 2.4: send() raises once the client is gone
-            raise ClientDisconnected("the client went away") from exc
 
     async def _wait_for_client(self, sending: Awaitable[None], n: int) -> None:
         """Await a send of ``n`` bytes, within the guard's deadline if there is one."""
         guard = self.guard
         t0 = time.monotonic()
-        try:
+        with send_errors:
             if guard is None:
                 await sending
             else:
@@ -439,12 +663,11 @@ class Pump:
                 except TimeoutError:
                     reason = guard.verdict(time.monotonic()) or "the client accepted nothing"
                     raise StreamTimedOut(reason) from None
-        except OSError as exc:
-            raise ClientDisconnected("the client went away") from exc
         waited = time.monotonic() - t0
         self.metrics.blocked_seconds += waited
         self.channel.release(n)
         self.metrics.bytes_sent += n
+        self._note_held()
         if guard is not None:
             self._judge(n, waited)
 
@@ -456,6 +679,22 @@ class Pump:
         reason = guard.verdict(now)
         if reason is not None:
             raise StreamTimedOut(reason)
+
+
+def _put_with_policy(channel: Channel) -> Callable[[Bytes, int], int]:
+    """``ByteBuffer.append``'s shape for a channel with a leaky or failing policy."""
+
+    def put(chunk: Bytes, n: int) -> int:
+        channel.put_nowait(chunk)
+        return channel.buffered
+
+    return put
+
+
+@types.coroutine
+def _next_turn() -> Generator[None, None, None]:
+    """Let the event loop turn once (``asyncio.sleep(0)`` without its overhead)."""
+    yield
 
 
 def _sender_task(drain: Coroutine[Any, Any, None]) -> asyncio.Task[None]:

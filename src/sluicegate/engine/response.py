@@ -31,7 +31,7 @@ import logging
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any
 
 from starlette.background import BackgroundTask
 from starlette.responses import Response
@@ -39,8 +39,8 @@ from starlette.types import Message, Receive, Scope, Send
 
 from sluicegate.engine.channel import DEFAULT_LIMIT, Bytes, Channel
 from sluicegate.engine.failure import OnError, check_policy, final_chunk
-from sluicegate.engine.metrics import REGISTRY, StreamMetrics, StreamState
-from sluicegate.engine.pump import MAX_MESSAGE, Producer, Pump, SendGuard
+from sluicegate.engine.metrics import REGISTRY, StreamMetrics
+from sluicegate.engine.pump import BURST_MESSAGE, MAX_MESSAGE, Producer, Pump
 from sluicegate.engine.sources import (
     AsyncIterSource,
     BytesSource,
@@ -52,39 +52,27 @@ from sluicegate.engine.sources import (
 from sluicegate.errors import ClientDisconnected, ConfigError, StreamTimedOut
 from sluicegate.http.integrity import Digester, digest_of
 from sluicegate.http.problem import send_problem
+from sluicegate.interfaces import (
+    Admission,
+    AdmissionTicket,
+    GuardFactory,
+    Refusal,
+    TransferState,
+)
 from sluicegate.ledger.base import Ledger
 from sluicegate.ledger.gate import EndGate
 
+__all__ = [
+    "Admission",
+    "AdmissionTicket",
+    "Defaults",
+    "GuardFactory",
+    "Refusal",
+    "StreamResponse",
+    "defaults",
+]
+
 logger = logging.getLogger("sluicegate")
-
-
-class GuardFactory(Protocol):
-    """Makes a fresh :class:`~sluicegate.engine.pump.SendGuard` for each stream."""
-
-    def new(self, now: float) -> SendGuard:
-        """The guard of one stream that starts at ``now`` (``time.monotonic()``)."""
-
-
-class AdmissionTicket(Protocol):
-    """An admitted stream's place in the budgets; released when the stream ends."""
-
-    def release(self) -> None:
-        """Give the place back."""
-
-
-@dataclass(frozen=True, slots=True)
-class Refusal:
-    """Why a stream was not admitted, and when to try again."""
-
-    reason: str
-    retry_after: float
-
-
-class Admission(Protocol):
-    """Admits a new stream or refuses it before anything is produced (a 503)."""
-
-    def admit(self, scope: Scope) -> AdmissionTicket | Refusal:
-        """A ticket to stream, or a refusal."""
 
 
 @dataclass(slots=True)
@@ -124,7 +112,9 @@ class StreamResponse(Response):
     :param high_water_mark: bytes sluicegate may hold for this stream beyond the
         producer's current chunk (read-ahead plus the message in flight).
     :param content_length: the body's size when you know it and sluicegate cannot.
-    :param max_message: the largest ``http.response.body`` message.
+    :param max_message: the largest ``http.response.body`` message (default: 64 KiB,
+        growing to 256 KiB, or 4 budgets if less, while the server takes every
+        message at once).
     :param guard: slow-reader protection (default: ``sluicegate.defaults.guard``);
         a stream that breaks it is cut like a failure and recorded as ``timed_out``.
     :param admission: stream and memory budgets (default:
@@ -153,7 +143,7 @@ class StreamResponse(Response):
         high_water_mark: int | None = None,
         content_length: int | None = None,
         charset: str = "utf-8",
-        max_message: int = MAX_MESSAGE,
+        max_message: int | None = None,
         guard: GuardFactory | None = _UNSET,
         admission: Admission | None = _UNSET,
         on_error: OnError = "abort",
@@ -164,6 +154,12 @@ class StreamResponse(Response):
             high_water_mark = defaults.high_water_mark
         if not isinstance(high_water_mark, int) or high_water_mark < 1:
             raise ConfigError(f"high_water_mark must be a positive int, not {high_water_mark!r}")
+        # Left at its default, a message may grow while the server keeps up, to what
+        # the server may then hold for this stream: a few budgets' worth at most.
+        burst = max_message or 0
+        if max_message is None:
+            max_message = MAX_MESSAGE
+            burst = min(BURST_MESSAGE, 4 * high_water_mark)
         if not isinstance(max_message, int) or max_message < 1:
             raise ConfigError(f"max_message must be a positive int, not {max_message!r}")
         if content_length is not None and content_length < 0:
@@ -177,6 +173,7 @@ class StreamResponse(Response):
         self.guard: GuardFactory | None = defaults.guard if guard is _UNSET else guard
         self.admission: Admission | None = defaults.admission if admission is _UNSET else admission
         self.max_message = min(max_message, high_water_mark)
+        self.burst_message = max(self.max_message, burst)
         self.on_error = check_policy(on_error)
         self.ledger: Ledger | None = defaults.ledger if ledger is _UNSET else ledger
         # Hashing costs CPU on every byte: on when someone will read the result.
@@ -216,7 +213,7 @@ class StreamResponse(Response):
             channel = Channel(self.high_water_mark, "wait")
         metrics = self.metrics = REGISTRY.open(scope.get("path", ""), scope.get("method", ""))
         producer = Producer(source, channel, metrics)
-        state: StreamState = "failed"
+        state = TransferState.FAILED
         ticket: AdmissionTicket | None = None
         try:
             admitted = self.admission.admit(scope) if self.admission is not None else None
@@ -234,7 +231,7 @@ class StreamResponse(Response):
             if scope.get("method") == "HEAD":
                 await self._send_start(send, source.size)
                 await send({"type": "http.response.body", "body": b"", "more_body": False})
-                state = "completed"
+                state = TransferState.COMPLETED
             else:
                 transfer = await self._begin_transfer(scope, source.size)
                 gated = self._end_gate(transfer, send)
@@ -263,7 +260,7 @@ class StreamResponse(Response):
         producer: Producer,
         *,
         problem: Send,
-    ) -> StreamState:
+    ) -> TransferState:
         digester = Digester() if self.digest else None
         trailers = digester is not None and _trailers_wanted(scope)
         if digester is not None and isinstance(source, BytesSource) and source.data is not None:
@@ -282,6 +279,7 @@ class StreamResponse(Response):
             self.metrics,
             size=source.size,
             max_message=self.max_message,
+            burst_message=self.burst_message,
             guard=self.guard.new(time.monotonic()) if self.guard is not None else None,
             digester=digester,
         )
@@ -297,18 +295,18 @@ class StreamResponse(Response):
         try:
             await task
             await _send_trailers(send, digester if trailers else None)
-            return "completed"
+            return TransferState.COMPLETED
         except StreamTimedOut as exc:
             # Cut like a failure, but quietly: no traceback for a routine event.
             # Returning without the last message makes the server close the
             # connection without the terminating chunk.
             logger.info("cut a slow reader of %s: %s", scope.get("path"), exc)
-            return "timed_out"
+            return TransferState.TIMED_OUT
         except (asyncio.CancelledError, ClientDisconnected):
             current = asyncio.current_task()
             if current is not None and current.cancelling():
                 raise  # we are being cancelled ourselves (server shutdown)
-            return "client_gone"
+            return TransferState.CLIENT_GONE
         except Exception as exc:
             self._error = exc
             if pump.started:
@@ -323,7 +321,7 @@ class StreamResponse(Response):
                         await _send_counted(pump, chunk, True)
                     await _send_counted(pump, last, False)
                     await _send_trailers(send, digester if trailers else None)
-                    return "failed"
+                    return TransferState.FAILED
                 # After the commit the only honest signal left is an incomplete body:
                 # re-raising makes the server close the connection without the last chunk.
                 exc.add_note(f"sluicegate: response aborted after {pump.metrics.bytes_sent} bytes")
@@ -337,7 +335,7 @@ class StreamResponse(Response):
                 "the response failed before any of it was sent",
                 error=type(exc).__name__,
             )
-            return "failed"
+            return TransferState.FAILED
         finally:
             watcher.cancel()
             await asyncio.gather(watcher, return_exceptions=True)
@@ -386,20 +384,19 @@ class StreamResponse(Response):
 
         async def seal(sent: int) -> None:
             # Every byte (or an in-band error record) is about to leave.
-            await self._finish_transfer(
-                transfer, "completed" if self._error is None else "failed", sent
-            )
+            state = TransferState.COMPLETED if self._error is None else TransferState.FAILED
+            await self._finish_transfer(transfer, state, sent)
 
         return EndGate(send, seal)
 
-    async def _finish_transfer(self, transfer: str | None, state: StreamState, sent: int) -> None:
+    async def _finish_transfer(self, transfer: str | None, state: TransferState, sent: int) -> None:
         if transfer is None or self.ledger is None:
             return
         digester = self._digester
         try:
             await self.ledger.finish(
                 transfer,
-                state,
+                state.value,  # the ledger's states: a Literal of the same values
                 sent,
                 digest=digester.value() if digester is not None else None,
                 error=self._error,

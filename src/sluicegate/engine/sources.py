@@ -27,10 +27,13 @@ import stat
 import threading
 from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Iterable, Iterator
 from concurrent.futures import Future
-from typing import IO, Any, Protocol, TypeAlias
+from typing import IO, Any, TypeAlias
 
-from sluicegate.engine.channel import FLUSH, Bytes, Channel, Chunk, _encode, _Flush
+from sluicegate.engine.buffer import FLUSH, Bytes, Chunk, _Flush
+from sluicegate.engine.buffer import to_bytes as _to_bytes
+from sluicegate.engine.channel import Channel
 from sluicegate.errors import ConfigError
+from sluicegate.interfaces import Source
 
 #: Largest read from a file: big enough for throughput, small enough to stay bounded.
 MAX_FILE_READ = 256 * 1024
@@ -48,22 +51,9 @@ Content: TypeAlias = (
 )
 
 
-class Source(Protocol):
-    """What the pump drives. Implement it for a producer shape sluicegate lacks."""
-
-    #: Length of the whole body when known before it is produced, else None.
-    size: int | None
-
-    async def run(self, channel: Channel) -> None:
-        """Produce everything into ``channel``; await ``channel.wait_room()`` before each chunk."""
-
-    async def aclose(self) -> None:
-        """Release the producer; called once, after ``run`` ended or was cancelled."""
-
-
 def to_bytes(chunk: Chunk | _Flush, charset: str) -> Bytes | _Flush:
     """Normalise one produced chunk: encode ``str``, flatten multi-byte memoryviews."""
-    return _encode(chunk, charset)
+    return _to_bytes(chunk, charset)
 
 
 class BytesSource:

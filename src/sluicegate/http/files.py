@@ -44,7 +44,7 @@ from starlette.types import Receive, Scope, Send
 from sluicegate.engine.channel import DEFAULT_LIMIT
 from sluicegate.engine.response import StreamResponse
 from sluicegate.engine.sources import MAX_FILE_READ
-from sluicegate.errors import ClientDisconnected, ConfigError, SourceChanged
+from sluicegate.errors import ClientDisconnected, ConfigError, SourceChanged, send_errors
 from sluicegate.http.integrity import file_digest
 from sluicegate.http.problem import send_problem
 from sluicegate.http.ranges import DEFAULT_MAX_RANGES, Representation, etag_for, evaluate
@@ -247,7 +247,8 @@ def _read_blocks(fd: int, plan: list[PlanItem], st: os.stat_result, block: int) 
 async def _zerocopy(
     file: IO[bytes], plan: list[PlanItem], start: dict[str, object], st: os.stat_result, send: Send
 ) -> None:
-    try:
+    # ASGI 2.4: send() raises OSError once the client is gone.
+    with send_errors:
         await send(start)
         last = len(plan) - 1
         for i, item in enumerate(plan):
@@ -267,8 +268,6 @@ async def _zerocopy(
                 )
             if await asyncio.to_thread(_changed, file.fileno(), st):
                 raise SourceChanged("the file changed while being served")
-    except OSError as exc:  # ASGI 2.4: send() raises once the client is gone
-        raise ClientDisconnected("the client went away") from exc
 
 
 # -- static directories -----------------------------------------------------------

@@ -1,6 +1,6 @@
 """Stream and memory budgets: refuse a new stream (503 + Retry-After) when over any.
 
-A :class:`Budgets` is an :class:`~sluicegate.engine.response.Admission`: every
+A :class:`Budgets` is an :class:`~sluicegate.interfaces.Admission`: every
 :class:`~sluicegate.StreamResponse` asks it before producing anything, and gives its
 :class:`Ticket` back when it ends, however it ends::
 
@@ -29,8 +29,8 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from sluicegate.engine.metrics import REGISTRY
-from sluicegate.engine.response import Refusal
 from sluicegate.errors import ConfigError
+from sluicegate.interfaces import Refusal
 
 __all__ = ["Budgets", "Ticket"]
 
@@ -57,7 +57,7 @@ class Budgets:
     and ``max_buffered`` bytes held by sluicegate across all streams of this process.
 
     Any limit may be None (no limit). Over a limit, :meth:`admit` returns a
-    :class:`~sluicegate.engine.response.Refusal` with ``retry_after`` seconds.
+    :class:`~sluicegate.interfaces.Refusal` with ``retry_after`` seconds.
 
     :param buffered: how many bytes sluicegate holds now; default: the sum over
         live streams in :data:`sluicegate.engine.metrics.REGISTRY`.
