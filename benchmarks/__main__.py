@@ -38,6 +38,19 @@ def machine() -> str:
     )
 
 
+def _earlier_runs(path: Path) -> str:
+    """What ``path`` held before this run, under a heading, to follow the new run."""
+    try:
+        text = path.read_text()
+    except FileNotFoundError:
+        return "\n"
+    text = text.removeprefix("# Benchmarks\n").lstrip("\n")
+    marker = "## Earlier runs\n"
+    # The last run's own part joins the earlier ones, newest first.
+    last, _, older = text.partition(marker)
+    return "\n\n" + marker + "\n" + last.rstrip() + "\n\n" + older.lstrip("\n")
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__)
     ap.add_argument("--quick", action="store_true", help="smaller runs, for trying things out")
@@ -51,6 +64,8 @@ def main(argv: list[str] | None = None) -> int:
     chunks = 20 if args.full else (6 if not args.quick else 2)
 
     started = dt.datetime.now(dt.UTC)
+    # Every run is kept: this one goes on top, the file's earlier runs below it.
+    earlier = _earlier_runs(Path(args.output))
     out = [
         "# Benchmarks",
         "",
@@ -90,7 +105,7 @@ def main(argv: list[str] | None = None) -> int:
     for name, step in steps:
         print(f"benchmark: {name} ...", file=sys.stderr, flush=True)
         out += step()
-        Path(args.output).write_text("\n".join(out) + "\n")
+        Path(args.output).write_text("\n".join(out) + earlier)
     if not args.quick:
         print("benchmark: slow-read attack ...", file=sys.stderr, flush=True)
         slowread = subprocess.run(
@@ -101,7 +116,7 @@ def main(argv: list[str] | None = None) -> int:
             timeout=900,
         )
         out += [slowread.stdout.strip() or f"slow-read run failed: {slowread.stderr.strip()}", ""]
-        Path(args.output).write_text("\n".join(out) + "\n")
+        Path(args.output).write_text("\n".join(out) + earlier)
     print("benchmark: ledger ...", file=sys.stderr, flush=True)
     ledger = subprocess.run(
         [sys.executable, str(ROOT / "benchmarks" / "bench_ledger.py")],
@@ -111,7 +126,7 @@ def main(argv: list[str] | None = None) -> int:
         timeout=900,
     )
     out += ["### transfer ledger", "", "```", ledger.stdout.strip() or ledger.stderr.strip(), "```"]
-    Path(args.output).write_text("\n".join(out) + "\n")
+    Path(args.output).write_text("\n".join(out) + earlier)
     print("benchmark: live events (SSE) ...", file=sys.stderr, flush=True)
     sse = subprocess.run(
         [sys.executable, "-m", "benchmarks.bench_sse", *(["--quick"] if args.quick else [])],
@@ -121,7 +136,7 @@ def main(argv: list[str] | None = None) -> int:
         timeout=3600,
     )
     out += [sse.stdout.strip() or f"SSE run failed: {sse.stderr.strip()[-2000:]}", ""]
-    Path(args.output).write_text("\n".join(out) + "\n")
+    Path(args.output).write_text("\n".join(out) + earlier)
     print(f"wrote {args.output}", file=sys.stderr)
     return 0
 
