@@ -208,7 +208,7 @@ def test_stack_caveats_are_sampled_with_the_streams(tmp_path: Path) -> None:
         f"""
         import time
         from sluicegate.engine import metrics
-        from sluicegate.adapters import caveats
+        from sluicegate.engine import caveats
         from sluicegate.doctor import probe
         probe.install({str(tmp_path)!r}, interval=0.01, net_interval=0.02)
         caveats.warn_once("base-http-middleware", "under BaseHTTPMiddleware")

@@ -177,7 +177,7 @@ def render(
     if caught:
         lines += [
             "",
-            "Warnings logged by `sluicegate.adapters.caveats` during the run (streams "
+            "Warnings logged by `sluicegate.engine.caveats` during the run (streams "
             "counted per server): " + "; ".join(f"{k}: {v}" for k, v in caught.items()) + ".",
         ]
     return "\n".join(lines) + "\n"
@@ -220,7 +220,7 @@ STATIC_NOTES = [
     "* **Starlette's BaseHTTPMiddleware** (FastAPI's `@app.middleware(\"http\")`): a "
     "failure after the head reaches the client as a clean end (curl exits 0) and each "
     "stream holds about two chunks. sluicegate's framework adapters log one warning per "
-    "process when they find themselves under it (`sluicegate.adapters.caveats`; "
+    "process when they find themselves under it (`sluicegate.engine.caveats`; "
     "`docs/diagnoses/stack-caveats.md`). Write such middleware as pure ASGI.",
     "* **aiohttp** has no ASGI: `sluicegate.adapters.aiohttp.stream()` drives "
     "`StreamResponse.write()`; *aiohttp* runs with aiohttp's default "

@@ -287,7 +287,7 @@ def check_trailers(server: Server) -> bool:
 
 
 def caveats_seen(server: Server) -> dict[str, int]:
-    """What :mod:`sluicegate.adapters.caveats` counted in the server."""
+    """What :mod:`sluicegate.engine.caveats` counted in the server."""
     response = server.client.get(f"{server.base}/_caveats")
     response.raise_for_status()
     data: dict[str, int] = json.loads(response.content)

@@ -4,7 +4,7 @@
 ``BaseHTTPMiddleware``), ``/litestar/``, ``/quart/``, ``/django/`` each go to that
 framework's app, which serves the endpoints of :mod:`tests.stacks.producers`.
 Answered directly: ``/_state/<token>``, ``/_caveats`` (what
-:mod:`sluicegate.adapters.caveats` has seen), ``/bare/big`` (a bare ``send()`` loop)
+:mod:`sluicegate.engine.caveats` has seen), ``/bare/big`` (a bare ``send()`` loop)
 and ``/asgi/digest`` (a body with a ``Repr-Digest`` trailer). One server process per
 server kind then covers every framework.
 """
@@ -23,10 +23,10 @@ from starlette.requests import Request
 from starlette.routing import Route
 
 from sluicegate import StreamResponse
-from sluicegate.adapters import caveats
 from sluicegate.adapters.fastapi import streaming
 from sluicegate.adapters.litestar import streamed
 from sluicegate.adapters.quart import install
+from sluicegate.engine import caveats
 from tests.stacks import django_app, producers
 
 PRODUCERS: dict[str, Any] = {

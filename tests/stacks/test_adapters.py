@@ -10,7 +10,7 @@ import httpx
 import pytest
 
 from sluicegate import StreamResponse
-from sluicegate.adapters import caveats
+from sluicegate.engine import caveats
 
 
 def client(app: Any) -> httpx.AsyncClient:

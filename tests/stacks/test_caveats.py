@@ -12,7 +12,7 @@ from starlette.middleware import Middleware
 from starlette.middleware.base import BaseHTTPMiddleware
 from starlette.routing import Route
 
-from sluicegate.adapters import caveats
+from sluicegate.engine import caveats
 
 
 class Passthrough(BaseHTTPMiddleware):
@@ -91,5 +91,37 @@ def test_warns_once_per_process_and_counts_every_stream(caplog: pytest.LogCaptur
                 caveats.warn_once("base-http-middleware", "one clear warning")
         assert caplog.text.count("one clear warning") == 1
         assert caveats.snapshot() == {"base-http-middleware": 3}
+    finally:
+        caveats.reset()
+
+
+async def test_a_plain_stream_response_warns_under_base_http_middleware(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    from sluicegate import StreamResponse
+
+    async def rows() -> Any:
+        yield b"a,b\n"
+
+    def endpoint(request: Any) -> StreamResponse:
+        return StreamResponse(rows(), media_type="text/csv")
+
+    def app(middleware: list[Middleware]) -> Starlette:
+        return Starlette(routes=[Route("/", endpoint)], middleware=middleware)
+
+    caveats.reset()
+    try:
+        with caplog.at_level("WARNING", logger="sluicegate"):
+            for middleware in ([], [Middleware(PureASGI)]):
+                transport = httpx.ASGITransport(app=app(middleware))
+                async with httpx.AsyncClient(transport=transport, base_url="http://t") as c:
+                    assert (await c.get("/")).text == "a,b\n"
+            assert caveats.snapshot() == {}
+            transport = httpx.ASGITransport(app=app([Middleware(Passthrough)]))
+            async with httpx.AsyncClient(transport=transport, base_url="http://t") as c:
+                for _ in range(2):
+                    assert (await c.get("/")).text == "a,b\n"
+        assert caveats.snapshot() == {"base-http-middleware": 2}
+        assert caplog.text.count("BaseHTTPMiddleware") == 1
     finally:
         caveats.reset()

@@ -11,9 +11,10 @@ it is; the modules here cover the rest, and the finer points of those three:
 * :mod:`sluicegate.adapters.fastapi`: generator endpoints that hold one chunk, and
   OpenAPI entries with the real media type;
 * :mod:`sluicegate.adapters.litestar`: OpenAPI entries for handlers that stream;
-* :mod:`sluicegate.adapters.caveats`: one warning per process when a stack around
-  sluicegate breaks its promises (Starlette's ``BaseHTTPMiddleware``, a server that
-  buffers the whole body).
+
+Every sluicegate response checks the stack it runs under
+(:mod:`sluicegate.engine.caveats`) and warns once per process when a layer breaks its
+promises (Starlette's ``BaseHTTPMiddleware``, Django's stock handler).
 
 Each imports its framework only when imported itself: ``import sluicegate`` loads none.
 See ``docs/compatibility.md`` for what works on which server.

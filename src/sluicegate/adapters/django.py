@@ -39,8 +39,8 @@ from typing import Any
 from django.core.handlers.asgi import ASGIHandler as _DjangoASGIHandler
 from django.http import StreamingHttpResponse
 
-from sluicegate.adapters import caveats
 from sluicegate.adapters._bridge import never_receive, raw_headers
+from sluicegate.engine import caveats
 from sluicegate.engine.response import StreamResponse
 
 __all__ = ["ASGIHandler", "StreamingResponse", "get_asgi_application"]
@@ -104,7 +104,6 @@ class StreamingResponse(StreamingHttpResponse):  # type: ignore[misc]
 
     async def stream(self, scope: dict[str, Any], send: Any) -> None:
         """Send this response on ``send`` with sluicegate's pump."""
-        caveats.check(scope, send)
         await self.as_asgi()(scope, never_receive, send)
 
     def __aiter__(self) -> Any:

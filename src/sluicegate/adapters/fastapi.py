@@ -25,8 +25,8 @@ Two things FastAPI gets wrong with a plain :class:`~sluicegate.StreamResponse`:
 A route that returns a response itself documents the same way with
 ``response_class=streaming(...)``. The unwrapping relies on the name of FastAPI's
 wrapper (``_async_stream_raw``, FastAPI 0.120 and later); with any other, the
-endpoint streams as before, holding two chunks. These responses also check their
-stack (:mod:`sluicegate.adapters.caveats`) and warn once under
+endpoint streams as before, holding two chunks. Like every sluicegate response they
+check their stack (:mod:`sluicegate.engine.caveats`) and warn once under
 ``BaseHTTPMiddleware``.
 """
 
@@ -39,7 +39,6 @@ from typing import Any
 
 from starlette.background import BackgroundTask
 
-from sluicegate.adapters import caveats
 from sluicegate.engine.response import StreamResponse as _StreamResponse
 
 __all__ = ["StreamResponse", "streaming"]
@@ -64,11 +63,6 @@ class StreamResponse(_StreamResponse):
         **options: Any,
     ) -> None:
         super().__init__(_unwrap(content), status_code, headers, media_type, background, **options)
-
-    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
-        """Check the stack once, then stream."""
-        caveats.check(scope, send)
-        await super().__call__(scope, receive, send)
 
 
 @functools.lru_cache(maxsize=128)

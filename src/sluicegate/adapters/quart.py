@@ -36,7 +36,6 @@ from quart.utils import encode_headers
 from quart.wrappers.response import ResponseBody
 from werkzeug.datastructures import Headers
 
-from sluicegate.adapters import caveats
 from sluicegate.adapters._bridge import never_receive, raw_headers
 from sluicegate.engine.response import StreamResponse
 from sluicegate.errors import ConfigError
@@ -88,7 +87,6 @@ class Connection(ASGIHTTPConnection):
             await super()._send_response(send, response)
             return
         scope: dict[str, Any] = dict(self.scope)
-        caveats.check(scope, send)
         stream = response.sluicegate
         stream.status_code = response.status_code
         stream.raw_headers = raw_headers(stream, encode_headers(response.headers))

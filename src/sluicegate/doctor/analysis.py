@@ -11,7 +11,7 @@
   (the process does not return to its idle state after the load) and
   ``lingering-producers`` (producers still run after their clients left);
 * ``stack-caveats``: sluicegate ran under a layer that breaks its promises (Starlette's
-  ``BaseHTTPMiddleware``, Django's stock handler), as :mod:`sluicegate.adapters.caveats`
+  ``BaseHTTPMiddleware``, Django's stock handler), as :mod:`sluicegate.engine.caveats`
   counted it in the probed process.
 
 Every :class:`Finding` carries its evidence as numbers and the docs page that explains
@@ -642,7 +642,7 @@ def _check_lingering(pid: int, samples: list[Sample], win: Window) -> Finding | 
     )
 
 
-#: What each caveat of :mod:`sluicegate.adapters.caveats` breaks, for the summary.
+#: What each caveat of :mod:`sluicegate.engine.caveats` breaks, for the summary.
 _CAVEAT_EFFECTS = {
     "base-http-middleware": "failures after the head reach clients as clean ends, and "
     "each stream holds a second chunk",

@@ -408,7 +408,7 @@ class Probe:
             with contextlib.suppress(Exception):
                 streams = fields.setdefault("streams", {})
                 streams.update({f"events_{k}": v for k, v in events.snapshot().items()})
-        caveats = sys.modules.get("sluicegate.adapters.caveats")
+        caveats = sys.modules.get("sluicegate.engine.caveats")
         if caveats is not None:
             # Stacks that break sluicegate's promises, counted per stream.
             with contextlib.suppress(Exception):

@@ -37,6 +37,7 @@ from starlette.background import BackgroundTask
 from starlette.responses import Response
 from starlette.types import Message, Receive, Scope, Send
 
+from sluicegate.engine import caveats
 from sluicegate.engine.channel import DEFAULT_LIMIT, Bytes, Channel
 from sluicegate.engine.failure import OnError, check_policy, final_chunk
 from sluicegate.engine.metrics import REGISTRY, StreamMetrics
@@ -207,6 +208,8 @@ class StreamResponse(Response):
         """Run the response as an ASGI application."""
         if scope["type"] != "http":
             raise ConfigError(f"StreamResponse serves HTTP, not {scope['type']!r}")
+        # A layer that undoes what this response does (BaseHTTPMiddleware) is told once.
+        caveats.check(scope, send)
         source = self.source
         channel = source.channel if isinstance(source, ChannelSource) else None
         if channel is None:

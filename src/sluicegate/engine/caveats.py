@@ -18,8 +18,9 @@ scope (``http_version``) and the server's own ``send`` at the end of the chain.
 ``send`` wrappers through their closures; no framework is imported), logs one
 warning per caveat per process, and counts the streams each caveat was seen on;
 :func:`snapshot` gives the counts to the doctor's probe, which reports them as the
-``stack-caveats`` finding (``docs/diagnoses/stack-caveats.md``). The framework
-adapters call it; a plain :class:`~sluicegate.StreamResponse` does not (yet).
+``stack-caveats`` finding (``docs/diagnoses/stack-caveats.md``). Every
+:class:`~sluicegate.StreamResponse` calls it once, as it starts; it imports only the
+standard library.
 
     >>> async def send(message): ...
     >>> found(scope={"type": "http", "http_version": "1.1"}, send=send)
@@ -31,7 +32,7 @@ from __future__ import annotations
 import functools
 import logging
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -67,7 +68,7 @@ _warned: set[str] = set()
 _counts: dict[str, int] = {}
 
 
-def found(scope: dict[str, Any], send: Callable[..., Any]) -> list[Caveat]:
+def found(scope: Mapping[str, Any], send: Callable[..., Any]) -> list[Caveat]:
     """The caveats that apply to a request with this ``scope`` and ``send``."""
     modules = [_module(fn) for fn in _send_chain(send)]
     caveats = []
@@ -76,7 +77,7 @@ def found(scope: dict[str, Any], send: Callable[..., Any]) -> list[Caveat]:
     return caveats
 
 
-def check(scope: dict[str, Any], send: Callable[..., Any]) -> list[Caveat]:
+def check(scope: Mapping[str, Any], send: Callable[..., Any]) -> list[Caveat]:
     """Count and (once per process) log the caveats of this request; return them."""
     caveats = found(scope, send)
     for caveat in caveats:
