@@ -66,7 +66,7 @@ async def test_live_then_resume(tmp_path: Path) -> None:
     assert headers["content-location"] == f"/spool/{tid}"
     assert headers["etag"] == f'"spool-{tid}"'
     assert "content-length" not in headers  # the live length is unknown
-    await until(lambda: spool.status(tid).state == "complete")  # type: ignore[union-attr]
+    await until(lambda: spool.status(tid).state == "completed")  # type: ignore[union-attr]
     etag = headers["etag"]
     status, headers, body, _ = await call(
         spool, path=f"/spool/{tid}", headers={"range": "bytes=1000-", "if-range": etag}
@@ -91,7 +91,7 @@ async def test_writer_goes_on_after_the_client_left(tmp_path: Path) -> None:
     await leave_after(response, 20_000)
     tid = response.transfer_id
     assert tid is not None
-    await until(lambda: spool.status(tid).state == "complete")  # type: ignore[union-attr]
+    await until(lambda: spool.status(tid).state == "completed")  # type: ignore[union-attr]
     status, _, body, _ = await call(spool, path=f"/spool/{tid}", headers={"range": "bytes=20000-"})
     assert (status, body) == (206, DATA[20_000:])
     await spool.aclose()
@@ -109,7 +109,7 @@ async def test_resume_waits_for_bytes_not_spooled_yet(tmp_path: Path) -> None:
     response = spool.stream(gated(), size=len(DATA))
     await leave_after(response, 500)
     tid = response.transfer_id
-    assert tid is not None and spool.status(tid).state == "spooling"  # type: ignore[union-attr]
+    assert tid is not None and spool.status(tid).state == "streaming"  # type: ignore[union-attr]
     resume = asyncio.create_task(call(spool, path=f"/spool/{tid}", headers={"range": "bytes=500-"}))
     await asyncio.sleep(0.05)
     assert not resume.done()  # waiting for bytes 1000.. that do not exist yet
@@ -226,7 +226,7 @@ async def test_expiry_removes_the_file(tmp_path: Path) -> None:
     spool = Spool(tmp_path, ttl=30)
     _, headers, _, _ = await call(spool.stream(feed()))
     tid = headers["transfer-id"]
-    await until(lambda: spool.status(tid).state == "complete")  # type: ignore[union-attr]
+    await until(lambda: spool.status(tid).state == "completed")  # type: ignore[union-attr]
     assert spool.sweep() == 0 and len(os.listdir(tmp_path)) == 1
     assert spool.sweep(now=asyncio.get_running_loop().time() + 31) == 1
     assert os.listdir(tmp_path) == [] and spool.total == 0
@@ -345,3 +345,13 @@ async def test_a_failed_write_releases_its_reservation(
     assert state.spooled == 20_000 == spool.total == _on_disk(tmp_path)
     await spool.aclose()
     assert spool.total == 0
+
+
+def test_the_spool_speaks_the_shared_vocabulary_of_transfer_states() -> None:
+    from typing import get_args
+
+    from sluicegate.http.spool import SpoolState
+    from sluicegate.interfaces import TransferState
+
+    shared = {str(s) for s in TransferState}
+    assert set(get_args(SpoolState)) - shared == {"truncated"}  # the spool's own word

@@ -69,11 +69,14 @@ from sluicegate.http.problem import MEDIA_TYPE as PROBLEM_MEDIA_TYPE
 from sluicegate.http.problem import problem_body, send_problem
 from sluicegate.http.seekable import SeekableResponse, content_disposition
 
-__all__ = ["Spool", "SpooledResponse", "TransferState", "TransferStatus"]
+__all__ = ["Spool", "SpoolState", "SpooledResponse", "TransferStatus"]
 
 logger = logging.getLogger("sluicegate")
 
-TransferState = Literal["spooling", "complete", "truncated", "failed"]
+#: How a spooled transfer stands, in the words of :class:`sluicegate.interfaces.TransferState`
+#: (``streaming``, ``completed``, ``failed``) plus the spool's own ``truncated``: it
+#: stopped at a spool limit, so only the part before it can be resumed.
+SpoolState = Literal["streaming", "completed", "truncated", "failed"]
 _NAME_RE = re.compile(r"(\d+)-([A-Za-z0-9_-]{16})\.spool")
 _LIVE_QUEUE = 8  # chunks held for a first client once spooling has stopped
 
@@ -83,7 +86,7 @@ class TransferStatus:
     """A snapshot of one spooled transfer (see :meth:`Spool.status`)."""
 
     transfer_id: str
-    state: TransferState
+    state: SpoolState
     spooled: int
     size: int | None
     resume_url: str
@@ -97,7 +100,7 @@ class _Transfer:
     filename: str | None
     size: int | None
     resume_url: str
-    state: TransferState = "spooling"
+    state: SpoolState = "streaming"
     spooled: int = 0
     #: Bytes of this transfer counted in ``Spool.total``: those spooled, plus a write
     #: in flight (reserved before it starts, so that concurrent writers cannot all pass
@@ -295,7 +298,7 @@ class Spool:
                 data = chunk.encode() if isinstance(chunk, str) else bytes(chunk)
                 if not data:
                     continue
-                if t.state == "spooling":
+                if t.state == "streaming":
                     n = len(data)
                     if self._reserve(t, n):
                         await self._append(t, fd, data)
@@ -308,14 +311,14 @@ class Spool:
                 await t.live.put(data)  # the source now waits for the first client
                 t.notify()
             else:
-                if t.state == "spooling":
+                if t.state == "streaming":
                     if t.size is not None and t.spooled != t.size:
                         t.error = StreamError(f"source gave {t.spooled} bytes, not {t.size}")
                         t.state = "failed"
                     else:
-                        t.state = "complete"
+                        t.state = "completed"
         except asyncio.CancelledError:
-            if t.state == "spooling":
+            if t.state == "streaming":
                 t.state = "truncated"
         except Exception as exc:
             logger.warning("spool %s: the source failed: %r", t.id, exc)
@@ -380,7 +383,7 @@ class Spool:
                         raise StreamError(f"spool {t.id} is shorter than recorded")
                     yield data
                     pos += len(data)
-                elif t.state == "spooling":
+                elif t.state == "streaming":
                     changed = await t.changed(stall_timeout or self.wait_timeout)
                     if not changed and stall_timeout is not None:
                         raise StreamError(f"spool {t.id} stalled at {t.spooled} bytes")
@@ -438,18 +441,18 @@ class Spool:
         if t is None:
             await send_problem(send, 404, "Not Found", "no such transfer, or it has expired")
             return
-        if t.state == "spooling" and t.size is None:
+        if t.state == "streaming" and t.size is None:
             deadline = time.monotonic() + self.wait_timeout
-            while t.state == "spooling" and (left := deadline - time.monotonic()) > 0:
+            while t.state == "streaming" and (left := deadline - time.monotonic()) > 0:
                 await t.changed(left)
         extra: dict[str, str] = {"Transfer-Id": t.id}
         if t.filename is not None:
             extra["Content-Disposition"] = content_disposition(t.filename)
-        if t.state == "complete":
+        if t.state == "completed":
             app: Any = FileResponse(t.path, media_type=t.media_type, headers=extra, etag=t.etag)
-        elif t.state == "spooling" and t.size is not None:
+        elif t.state == "streaming" and t.size is not None:
             app = SeekableResponse(_Following(self, t), media_type=t.media_type, headers=extra)
-        elif t.state == "spooling":
+        elif t.state == "streaming":
             await _problem(
                 send, 503, "Service Unavailable",
                 f"transfer {t.id} is still being spooled ({t.spooled} bytes so far)",
