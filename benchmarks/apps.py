@@ -20,7 +20,12 @@ from urllib.parse import parse_qs
 
 from starlette.responses import StreamingResponse
 
-from sluicegate import StreamResponse
+from sluicegate import StreamResponse, defaults
+from sluicegate.engine.pump import BURST_MESSAGE
+
+# These apps run on uvicorn, whose buffer is counted in bytes: let messages grow while
+# the client keeps up, as `sluicegate serve` does (see Defaults.burst_message).
+defaults.burst_message = BURST_MESSAGE
 
 ROW = b"2026-11-25T08:00:00Z,customer-000000,order-00000000,42.00\n"[:50]
 

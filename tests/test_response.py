@@ -478,3 +478,22 @@ async def test_inband_ending_keeps_what_a_slow_client_had_not_taken_yet() -> Non
     lines = ex.body.decode().splitlines()
     assert lines[:5] == [f'{{"row":{i}}}' for i in range(5)]
     assert json.loads(lines[5])["error"] == "ValueError" and ex.complete
+
+
+def test_messages_grow_only_where_the_server_is_said_to_count_bytes() -> None:
+    from sluicegate import defaults
+    from sluicegate.engine.pump import BURST_MESSAGE, MAX_MESSAGE
+
+    async def gen() -> AsyncIterator[bytes]:
+        yield b""
+
+    assert StreamResponse(gen()).burst_message == MAX_MESSAGE  # granian queues messages
+    saved = defaults.burst_message
+    defaults.burst_message = BURST_MESSAGE  # what sluicegate serve sets for uvicorn
+    try:
+        assert StreamResponse(gen()).burst_message == BURST_MESSAGE
+        # never more than a few budgets' worth
+        assert StreamResponse(gen(), high_water_mark=16 * 1024).burst_message == 64 * 1024
+        assert StreamResponse(gen(), max_message=8192).burst_message == 8192
+    finally:
+        defaults.burst_message = saved

@@ -61,6 +61,7 @@ from sluicegate.cli.readtimeouts import (
     DEFAULT_HEADER_TIMEOUT,
     with_read_timeouts,
 )
+from sluicegate.engine.pump import BURST_MESSAGE
 from sluicegate.engine.response import defaults
 from sluicegate.errors import ConfigError
 from sluicegate.protect.budgets import Budgets
@@ -352,6 +353,9 @@ def setup_process(settings: ProcessSettings) -> Any:
     guard, budgets = policies(**settings.policies)
     ledger = ledger_from_url(settings.ledger) if settings.ledger else None
     app = load_app(settings.app)
+    # uvicorn holds a stream's bytes up to its 64 KiB write mark, whatever the message
+    # size: messages may grow while the client keeps up (see Defaults.burst_message).
+    defaults.burst_message = BURST_MESSAGE
     if guard is not None:
         defaults.guard = guard
     if budgets is not None:

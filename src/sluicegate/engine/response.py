@@ -41,7 +41,7 @@ from sluicegate.engine import caveats
 from sluicegate.engine.channel import DEFAULT_LIMIT, Bytes, Channel
 from sluicegate.engine.failure import OnError, check_policy, final_chunk
 from sluicegate.engine.metrics import REGISTRY, StreamMetrics
-from sluicegate.engine.pump import BURST_MESSAGE, MAX_MESSAGE, Producer, Pump
+from sluicegate.engine.pump import MAX_MESSAGE, Producer, Pump
 from sluicegate.engine.sources import (
     AsyncIterSource,
     BytesSource,
@@ -94,6 +94,12 @@ class Defaults:
     ledger: Ledger | None = None
     #: where the ledger's routes are mounted, for the ``Link`` header clients follow
     ledger_path: str = "/transfers"
+    #: the most a message grows to while the server takes every message at once
+    #: (fewer sends for big chunks: less CPU per GB); None keeps every message at
+    #: ``max_message``. Turn it on only under a server whose buffer is counted in
+    #: bytes, such as uvicorn's 64 KiB write mark (``sluicegate serve`` does): granian
+    #: holds a number of messages, so bigger ones mean more memory per stream.
+    burst_message: int | None = None
 
 
 #: The defaults in force; change their fields at start-up.
@@ -155,12 +161,13 @@ class StreamResponse(Response):
             high_water_mark = defaults.high_water_mark
         if not isinstance(high_water_mark, int) or high_water_mark < 1:
             raise ConfigError(f"high_water_mark must be a positive int, not {high_water_mark!r}")
-        # Left at its default, a message may grow while the server keeps up, to what
-        # the server may then hold for this stream: a few budgets' worth at most.
+        # Left at its default, a message may grow while the server keeps up (when
+        # defaults.burst_message says so), to what the server may then hold for this
+        # stream: a few budgets' worth at most.
         burst = max_message or 0
         if max_message is None:
             max_message = MAX_MESSAGE
-            burst = min(BURST_MESSAGE, 4 * high_water_mark)
+            burst = min(defaults.burst_message or 0, 4 * high_water_mark)
         if not isinstance(max_message, int) or max_message < 1:
             raise ConfigError(f"max_message must be a positive int, not {max_message!r}")
         if content_length is not None and content_length < 0:
