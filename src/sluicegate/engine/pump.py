@@ -26,7 +26,9 @@ Two ways to drive it:
 After every message the server took at once, the loop turns once. Only then can the
 server learn that the client left (servers on ASGI 2.3 keep returning from ``send()``
 at once after that), and the disconnect cancels the producer before its next chunk.
-It costs about a microsecond per message.
+It costs about a microsecond per message. In :meth:`Pump.run_channel`, when nothing is
+queued after a message, waiting for the next one is that turn (one trip to the loop
+per live event, not two).
 
 Whatever is queued when the pump sends goes out as one message: small chunks
 coalesced, large ones cut into zero-copy ``memoryview`` slices, up to
