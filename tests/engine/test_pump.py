@@ -9,6 +9,7 @@ awaitable that is not a coroutine (granian), returns at once after the client le
 from __future__ import annotations
 
 import asyncio
+import itertools
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -368,3 +369,87 @@ async def test_a_stalled_stream_reports_the_whole_chunk_it_keeps_alive() -> None
     assert response.metrics.bytes_buffered >= 1 << 20
     client.gone.set()
     await asyncio.wait_for(task, 10)
+
+
+# -- run_channel: a channel fed from the loop's own thread (a broadcast) ---------------
+
+
+class _Suspensions:
+    """Awaits a coroutine and counts how often it suspends (each a trip to the loop)."""
+
+    def __init__(self, coro: Any) -> None:
+        self.coro = coro
+        self.count = 0
+
+    def __await__(self) -> Any:
+        step = self.coro.__await__()
+        value = next(step)
+        while True:
+            self.count += 1
+            try:
+                sent = yield value
+            except BaseException as exc:
+                value = step.throw(exc)
+            else:
+                try:
+                    value = step.send(sent)
+                except StopIteration as stop:
+                    return stop.value
+
+
+async def test_a_woken_relay_sends_and_waits_again_in_one_suspension() -> None:
+    channel = Channel(1024, "drop_oldest")
+    bodies: list[bytes] = []
+
+    async def send(message: dict[str, Any]) -> None:
+        bodies.append(message["body"])
+
+    pump = Pump(channel, _no_start, send, StreamMetrics())
+    relay = _Suspensions(pump.run_channel())
+    task = asyncio.create_task(_await(relay))
+    events = 20
+    for i in range(events):
+        for _ in range(3):  # the relay is back to waiting, as between live events
+            await asyncio.sleep(0)
+        channel.put_nowait(b"event %d\n\n" % i)
+    for _ in range(3):
+        await asyncio.sleep(0)
+    channel.close()
+    await asyncio.wait_for(task, 10)
+    assert bodies[:-1] == [b"event %d\n\n" % i for i in range(events)]
+    assert bodies[-1] == b""
+    # One trip to the loop per event: waiting for it is the turn after the one before
+    # (a turn and then a wait would be two).
+    assert relay.count <= events + 2
+
+
+async def test_a_relay_turns_the_loop_between_messages_while_the_channel_stays_full() -> None:
+    channel = Channel(1 << 20)
+    for _ in range(5):
+        channel.put_nowait(b"x" * 100)
+        channel.flush()
+    turns_seen: list[int] = []
+    turns = 0
+
+    async def send(message: dict[str, Any]) -> None:
+        turns_seen.append(turns)
+
+    async def count_turns() -> None:
+        nonlocal turns
+        while True:
+            await asyncio.sleep(0)
+            turns += 1
+
+    counter = asyncio.create_task(count_turns())
+    pump = Pump(channel, _no_start, send, StreamMetrics())
+    channel.close()
+    await asyncio.wait_for(pump.run_channel(), 10)
+    counter.cancel()
+    body = turns_seen[:-1]
+    assert len(body) == 5
+    # Never two messages without the loop turning in between (issue 14).
+    assert all(b > a for a, b in itertools.pairwise(body))
+
+
+async def _await(awaitable: Any) -> None:
+    await awaitable

@@ -303,7 +303,7 @@ class Channel:
 
     async def wait_data(self) -> None:
         """Suspend until something is queued or the channel is closed."""
-        loop = self.attach()
+        loop = self._loop or self.attach()
         with self._lock:
             if not self.buffer.empty or self.closed:
                 return

@@ -26,7 +26,9 @@ Two ways to drive it:
 After every message the server took at once, the loop turns once. Only then can the
 server learn that the client left (servers on ASGI 2.3 keep returning from ``send()``
 at once after that), and the disconnect cancels the producer before its next chunk.
-It costs about a microsecond per message.
+It costs about a microsecond per message. In :meth:`Pump.run_channel`, when nothing is
+queued after a message, waiting for the next one is that turn (one trip to the loop
+per live event, not two).
 
 Whatever is queued when the pump sends goes out as one message: small chunks
 coalesced, large ones cut into zero-copy ``memoryview`` slices, up to
@@ -338,16 +340,33 @@ class Pump:
         await self._commit()
         while chunk is not None:
             more = not channel.exhausted or channel.error is not None
-            if not more and self.state is not PumpState.ENDING:
-                self._to(PumpState.ENDING)
-            await self._send_message(chunk, more)
             if not more:
+                if self.state is not PumpState.ENDING:
+                    self._to(PumpState.ENDING)
+                await self._send_message(chunk, False)
                 return
-            # A producer thread may keep the channel full: let the loop turn so that
-            # a client that left is noticed before the next message.
-            await self._pause()
-            chunk = channel.take(cap)
+            # Stepped by hand: a server that takes the message at once costs no
+            # coroutine layers and no clock reads (the broadcast case: one small
+            # message per event per subscriber).
+            n = len(chunk) if type(chunk) is bytes else nbytes(chunk)
+            blocked = self._step_send(chunk, n)
+            chunk = None
+            if blocked is None:
+                channel.release(n)
+                # What an idle stream holds now (budgets and the doctor read it).
+                self.metrics.bytes_buffered = self._buffer.held
+            else:
+                await self._wait_for_client(blocked, n)
+            if channel.has_queued:
+                # A producer thread may keep the channel full: let the loop turn so
+                # that a client that left is noticed before the next message.
+                await self._pause()
+                chunk = channel.take(cap)
             if chunk is None:
+                # Waiting for data is the loop turn: one suspension per message, not
+                # a turn and then a wait (nor a take that finds nothing first).
+                if not channel.closed:
+                    await channel.wait_data()
                 chunk = await next_message(channel, cap)
         if self.state is not PumpState.ENDING:
             self._to(PumpState.ENDING)
@@ -505,9 +524,25 @@ class Pump:
     def _send_at_once(self, chunk: Bytes, n: int) -> bool:
         """Start sending ``chunk`` (``n`` bytes); True if the server took it at once.
 
-        Stepped by hand to learn that without a task switch. If the server must wait
-        for the client, the rest of the send moves to a sender task. The hot path of
-        every fast download: one call per message, everything inline.
+        If the server must wait for the client, the rest of the send moves to a
+        sender task. The hot path of every fast download: one call per message,
+        everything inline.
+        """
+        blocked = self._step_send(chunk, n)
+        if blocked is None:
+            if self._cap < self._burst:
+                self._cap = min(self._cap * 2, self._burst)
+            return True
+        self._cap = self.max_message
+        self._hand_over(blocked, n)
+        return False
+
+    def _step_send(self, chunk: Bytes, n: int) -> _Resume | None:
+        """Start sending ``chunk`` (``n`` bytes); None if the server took it at once.
+
+        Stepped by hand to learn that without a task switch. Otherwise the half-run
+        send is returned, for :meth:`_wait_for_client` to finish (which then counts
+        it); taken at once, it is counted and judged here.
         """
         if self.digester is not None:
             self.digester.update(chunk)
@@ -528,14 +563,10 @@ class Pump:
             metrics.bytes_sent += n
             if self.guard is not None:
                 self._judge(n, 0.0)
-            if self._cap < self._burst:
-                self._cap = min(self._cap * 2, self._burst)
-            return True
+            return None
         except OSError as exc:  # ASGI 2.4: the client is gone (send_errors, inlined)
             raise disconnected(exc) from exc
-        self._cap = self.max_message
-        self._hand_over(_Resume(step, waiting_on), n)
-        return False
+        return _Resume(step, waiting_on)
 
     # -- sending from a sender task ------------------------------------------------------
 
