@@ -94,15 +94,27 @@ async def _fails_later() -> AsyncIterator[bytes]:
     raise MemoryError
 
 
-async def test_an_allocation_failure_before_the_commit_is_a_clean_500() -> None:
-    ex = await call(StreamResponse(_fails_at_once()), path="/")
+async def test_an_allocation_failure_before_the_commit_is_a_clean_500(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    with caplog.at_level("ERROR", logger="sluicegate"):
+        ex = await call(StreamResponse(_fails_at_once()), path="/")
     assert ex.status == 500
     assert ex.headers["content-type"] == "application/problem+json"
     assert json.loads(ex.body)["error"] == "MemoryError"
+    # One line, no traceback: under an attack a traceback per request is spam.
+    assert [r.exc_info for r in caplog.records] == [None]
+    assert "out of memory" in caplog.text
 
 
-async def test_an_allocation_failure_after_the_commit_aborts() -> None:
+async def test_an_allocation_failure_after_the_commit_aborts_in_one_line(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
     ex = Exchange()
-    with pytest.raises(MemoryError):  # the server then closes without the last chunk
+    with caplog.at_level("ERROR", logger="sluicegate"):
+        # No exception reaches the server (it would print a traceback): the app
+        # returns without the last message, so the connection closes incomplete.
         await call(StreamResponse(_fails_later()), path="/", exchange=ex)
     assert ex.status == 200 and ex.body == b"x" * 1000 and not ex.complete
+    assert [r.exc_info for r in caplog.records] == [None]
+    assert "aborted after 1000 bytes" in caplog.text

@@ -328,11 +328,25 @@ class StreamResponse(Response):
                     await _send_counted(pump, last, False)
                     await _send_trailers(send, digester if trailers else None)
                     return TransferState.FAILED
+                if isinstance(exc, MemoryError):
+                    # Out of memory is load, not a bug: one line, not a traceback per
+                    # request (formatting one allocates too). Returning without the
+                    # last message closes the connection without the terminating chunk,
+                    # as re-raising would.
+                    logger.error(
+                        "out of memory producing %s; aborted after %d bytes",
+                        scope.get("path"),
+                        pump.metrics.bytes_sent,
+                    )
+                    return TransferState.FAILED
                 # After the commit the only honest signal left is an incomplete body:
                 # re-raising makes the server close the connection without the last chunk.
                 exc.add_note(f"sluicegate: response aborted after {pump.metrics.bytes_sent} bytes")
                 raise
-            logger.exception("producer failed before the first chunk of %s", scope.get("path"))
+            if isinstance(exc, MemoryError):
+                logger.error("out of memory before the first chunk of %s", scope.get("path"))
+            else:
+                logger.exception("producer failed before the first chunk of %s", scope.get("path"))
             REGISTRY.committed(self.metrics, 500)
             await send_problem(
                 problem,  # past the end gate: this body is not the transfer's
