@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 
 from sluicegate.engine.response import Refusal
 from sluicegate.errors import ConfigError
-from sluicegate.protect.budgets import Budgets, Ticket, client_address
+from sluicegate.protect.budgets import REFRESH, Budgets, Ticket, client_address
 
 
 def scope(host: str | None = "10.0.0.1") -> dict[str, object]:
@@ -152,6 +152,25 @@ def test_settled_idle_streams_count_what_they_hold_and_their_path_reserves_littl
     admitted = sum(isinstance(t, Ticket) for t in warm)
     # (1 MiB - 1,200 bytes) / 1 KiB reservations
     assert admitted == (1024 * 1024 - 1200) // 1024
+
+
+def test_settled_streams_are_summed_again_after_refresh_and_a_release_leaves_at_once() -> None:
+    clock = Clock()
+    budgets = Budgets(max_buffered=10**9, reserve=1024, min_reserve=1024, clock=clock)
+    ticket, held = admit_watched(budgets)
+    held.hold(5000)
+    clock.now += 1.0
+    assert budgets.buffered() == 5000  # settled now: summed at once
+    held.hold(9000)
+    assert budgets.buffered() == 5000  # within REFRESH: the cached sum
+    clock.now += 2 * REFRESH
+    assert budgets.buffered() == 9000
+    _other, other_held = admit_watched(budgets)
+    other_held.hold(100)
+    clock.now += 1.0
+    assert budgets.buffered() == 9100
+    ticket.release()
+    assert budgets.buffered() == 100  # no wait for the next refresh
 
 
 def test_a_path_reserves_the_largest_recent_peak_of_its_streams() -> None:
