@@ -23,7 +23,7 @@ from __future__ import annotations
 import enum
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 if TYPE_CHECKING:
     from sluicegate.engine.channel import Channel
@@ -32,12 +32,14 @@ __all__ = [
     "Admission",
     "AdmissionTicket",
     "GuardFactory",
+    "HeldBytes",
     "Refusal",
     "Send",
     "SendGuard",
     "Source",
     "StartResponse",
     "TransferState",
+    "WatchingTicket",
 ]
 
 #: The server's ASGI ``send``: it returns an awaitable, not necessarily a coroutine.
@@ -108,6 +110,25 @@ class AdmissionTicket(Protocol):
 
     def release(self) -> None:
         """Give the place back."""
+
+
+class HeldBytes(Protocol):
+    """What one stream holds now and at most so far (a stream's metrics)."""
+
+    bytes_buffered: int
+    peak_buffered: int
+
+
+@runtime_checkable
+class WatchingTicket(AdmissionTicket, Protocol):
+    """A ticket that also wants to see what its stream really holds while it runs.
+
+    The response calls :meth:`watch` once, right after admission and before anything is
+    produced, so the budgets can count ``max(reservation, held)`` for the stream.
+    """
+
+    def watch(self, held: HeldBytes) -> None:
+        """Read ``held`` (live, written by the engine) until :meth:`release`."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -36,6 +36,10 @@ STALL = GuardPolicy(stall_timeout=1.0)
 RATE = GuardPolicy(stall_timeout=None, min_rate=256 * KiB, window=1.0, grace=1.0,
                    server_buffer=512 * KiB)  # fmt: skip
 BUDGETS = Budgets(max_streams=2, retry_after=2.0)
+# Three streams of 1 MiB chunks fit: each reserves 1 MiB at first and, once settled,
+# holds at least its whole current chunk.
+MEMORY = Budgets(max_buffered=3 * MiB + 512 * KiB, reserve=MiB, settle=0.5, retry_after=3.0)
+BIG = b"m" * MiB
 
 
 async def sized(size: int) -> AsyncIterator[bytes]:
@@ -65,6 +69,10 @@ async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
     elif path == "/feed":
         strict = GuardPolicy(stall_timeout=0.3, min_rate=MiB, window=0.5, grace=0.0)
         response = StreamResponse(live_feed(), content_length=4000, guard=strict)
+    elif path == "/memory":
+        response = StreamResponse(
+            (BIG for _ in range(size // MiB)), content_length=size, admission=MEMORY
+        )
     elif path == "/budget":
         response = StreamResponse(sized(size), content_length=size, admission=BUDGETS)
     else:
@@ -265,6 +273,38 @@ def test_over_the_stream_budget_a_503_and_the_running_streams_finish(port: int) 
     while BUDGETS.active and time.monotonic() < deadline:
         time.sleep(0.01)
     assert BUDGETS.active == 0
+
+
+def test_over_the_memory_budget_the_next_stalled_stream_gets_a_503(port: int) -> None:
+    # Three stalled readers of 1 MiB chunks are admitted at once (reservations), the
+    # fourth is refused before any of them produced, and still refused once they
+    # settled and count what they really hold.
+    size = 64 * MiB
+    held = [request(port, f"/memory?{size}", rcvbuf=16 * KiB) for _ in range(3)]
+    try:
+        assert all(read_headers(c)[0].startswith(b"HTTP/1.1 200") for c in held)
+        for wait in (0.0, 1.0):
+            time.sleep(wait)
+            with contextlib.closing(request(port, f"/memory?{size}")) as extra:
+                head, body = read_headers(extra)
+                n = content_length(head)
+                while len(body) < n:
+                    body += extra.recv(4096)
+            assert head.startswith(b"HTTP/1.1 503"), head
+            assert b"\r\nretry-after: 3" in head.lower()
+            assert json.loads(body)["detail"].startswith("stream buffers are full")
+            assert MEMORY.active == 3
+        # settled: what they really hold counts, at least one whole chunk each
+        assert MEMORY.buffered() >= 3 * MiB
+    finally:
+        for c in held:
+            c.close()
+    deadline = time.monotonic() + 5
+    while MEMORY.active and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert MEMORY.active == 0
+    with contextlib.closing(request(port, f"/memory?{MiB}")) as again:
+        assert read_headers(again)[0].startswith(b"HTTP/1.1 200")
 
 
 def test_a_complete_response_left_unread_is_reset_after_the_linger(port: int) -> None:

@@ -59,6 +59,7 @@ from sluicegate.interfaces import (
     GuardFactory,
     Refusal,
     TransferState,
+    WatchingTicket,
 )
 from sluicegate.ledger.base import Ledger
 from sluicegate.ledger.gate import EndGate
@@ -238,6 +239,8 @@ class StreamResponse(Response):
                 )
                 return
             ticket = admitted
+            if isinstance(ticket, WatchingTicket):
+                ticket.watch(metrics)
             if scope.get("method") == "HEAD":
                 await self._send_start(send, source.size)
                 await send({"type": "http.response.body", "body": b"", "more_body": False})
