@@ -9,6 +9,7 @@ import asyncio
 import json
 import sys
 import time
+from collections.abc import Callable
 from typing import Any
 
 import click
@@ -312,11 +313,14 @@ def _print_sse_swarm(result: SSESwarmResult) -> None:
             console.print(f"[red]{c.label}: {count} x {message}[/red]")
 
 
-def _run_sse_swarm(urls: list[str], options: dict[str, Any]) -> None:
-    """The --sse branch of ``swarm``: run, then print JSON or the table."""
-    as_json = options.pop("as_json")
+def _run_swarm(run: Callable[[], Any], as_json: bool, show: Callable[[Any], None]) -> None:
+    """Run a swarm (``run()`` gives its result), then print JSON or ``show`` it.
+
+    Every way it can fail is one line: a bad setting exits 2, an interrupt 130, a bug
+    the tool's own code, never a traceback.
+    """
     try:
-        result = asyncio.run(sse_swarm(urls, **options))
+        result = run()
     except ConfigError as exc:
         fail(str(exc))
     except KeyboardInterrupt:
@@ -328,7 +332,13 @@ def _run_sse_swarm(urls: list[str], options: dict[str, Any]) -> None:
     if as_json:
         click.echo(json.dumps(result.to_dict()))
     else:
-        _print_sse_swarm(result)
+        show(result)
+
+
+def _run_sse_swarm(urls: list[str], options: dict[str, Any]) -> None:
+    """The --sse branch of ``swarm``: run, then print JSON or the table."""
+    as_json = options.pop("as_json")
+    _run_swarm(lambda: asyncio.run(sse_swarm(urls, **options)), as_json, _print_sse_swarm)
 
 
 @click.command("swarm", cls=OneLineCommand, epilog=SWARM_EPILOG)
@@ -432,9 +442,10 @@ def swarm_command(
             },
         )
         return
-    try:
+
+    def run() -> Any:
         check_target(url, allow_remote)
-        result = asyncio.run(
+        return asyncio.run(
             swarm(
                 url,
                 clients=clients,
@@ -445,15 +456,5 @@ def swarm_command(
                 allow_remote=allow_remote,
             )
         )
-    except ConfigError as exc:
-        fail(str(exc))
-    except KeyboardInterrupt:
-        click.echo("interrupted", err=True)
-        sys.exit(130)
-    except Exception as exc:  # a bug: still one line, never a traceback
-        click.echo(f"sluicegate swarm: internal error: {type(exc).__name__}: {exc}", err=True)
-        sys.exit(int(ExitCode.UNEXPECTED))
-    if as_json:
-        click.echo(json.dumps(result.to_dict()))
-    else:
-        _print_swarm(result)
+
+    _run_swarm(run, as_json, _print_swarm)
