@@ -224,7 +224,7 @@ class Subscription:
     def _put_leaky(self, event: Published) -> None:
         channel = self.channel
         drops = channel.drops
-        channel.put_nowait(event.wire)
+        channel.deliver(event.wire)
         self.cursor = event.order
         if channel.drops != drops:
             COUNTERS.dropped += channel.drops - drops
@@ -234,7 +234,7 @@ class Subscription:
         self.cursor = event.order
         n = len(event.wire)
         if not self._pending and channel.buffered < channel.limit:
-            channel.put_nowait(event.wire)
+            channel.deliver(event.wire)
             return
         pending = self._pending
         old = pending.pop(event.key, None)
@@ -254,7 +254,7 @@ class Subscription:
     def _put_or_overflow(self, event: Published) -> None:
         channel = self.channel
         if channel.buffered < channel.limit:
-            channel.put_nowait(event.wire)
+            channel.deliver(event.wire)
             self.cursor = event.order
             return
         self._move(State.OVERFLOWED)
@@ -279,7 +279,7 @@ class Subscription:
                     await channel.wait_room()
         if channel.closed:
             return False
-        channel.put_nowait(wire)
+        channel.deliver(wire)
         return True
 
     async def _room_within(self, seconds: float) -> bool:
