@@ -479,7 +479,7 @@ async def test_a_waiting_relay_sends_delivered_events_in_the_producers_turn() ->
         await asyncio.sleep(0)
     suspended = relay.count
     for i in range(20):
-        assert channel.deliver(b"event %d\n\n" % i)
+        assert channel.deliver(b"event %d\n\n" % i) == 0
     # Every event went out at once, from this task, in the pump's context variables;
     # the pump's task never woke and nothing was queued.
     assert relay.count == suspended
@@ -553,6 +553,11 @@ async def test_a_delivered_event_to_a_client_that_left_fails_the_pump_not_the_pu
 
 async def test_deliver_queues_when_nobody_waits_to_take() -> None:
     channel = Channel(1024, "drop_oldest")
-    assert channel.deliver(b"a" * 10)
+    assert channel.deliver(b"a" * 10) == 0
     assert channel.queued == 10
     assert channel.take(100) == b"a" * 10
+    # Past the budget, the leaky policy drops the oldest whole chunk, and says so.
+    for _ in range(102):
+        channel.deliver(b"b" * 10)
+    assert channel.deliver(b"c" * 10) == 1
+    assert channel.buffered <= 1024

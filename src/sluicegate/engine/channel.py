@@ -176,34 +176,38 @@ class Channel:
             self._put_locked(chunk)
             return self.buffer.has_room
 
-    def deliver(self, chunk: bytes) -> bool:
+    def deliver(self, chunk: bytes) -> int:
         """Put ``chunk`` from the event loop's thread, handing it straight to a waiting
-        consumer when it can take it; return whether there is room for more.
+        consumer when it can take it; return how many queued chunks the policy dropped
+        to make room for it (0 when it went straight out).
 
         For live feeds: a broadcast calls this once per event per subscriber. When the
         subscriber's pump waits with nothing queued (:meth:`wait_data` with a taker),
         the event is sent to the server right here, in the publisher's turn of the
-        loop, instead of being queued, waking the pump's task and queuing nothing but
-        a task switch. Otherwise (something queued, the pump busy, a thread-fed
-        channel) it is :meth:`put_nowait`.
+        loop, instead of being queued and the pump's task woken: no task switch per
+        subscriber. Otherwise (something queued, the pump busy) it is
+        :meth:`put_nowait`.
 
         Only from the loop's thread, and only ``bytes``: the taker runs the server's
         ``send`` synchronously.
         """
         taker = self._taker
-        if taker is not None and self.buffer.empty and not self.buffer.buffered:
+        buffer = self.buffer
+        if taker is not None and not buffer.buffered and buffer.empty:
             # Unset while it runs: a send that delivers to this channel again (a
             # middleware publishing, say) must queue, not re-enter the send.
             self._taker = None
             if taker(chunk, len(chunk)):
                 if self._data_waiter is not None:
                     self._taker = taker
-                return True
+                return 0
             # Taken over, to be finished (or failed) by the consumer: wake it.
             with self._lock:
                 self._wake_locked()
-                return self.buffer.has_room
-        return self.put_nowait(chunk)
+            return 0
+        drops = buffer.drops
+        self.put_nowait(chunk)
+        return buffer.drops - drops
 
     async def fill(self, chunks: AsyncIterator[Any], charset: str = "utf-8") -> None:
         """Put everything ``chunks`` yields, waiting for room before each next pull."""
