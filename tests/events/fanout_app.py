@@ -4,7 +4,8 @@
 16 KiB per subscriber, no heartbeat). ``/publish?count=N&size=S``: publish ``N``
 events of ``S`` bytes of data (each ``<n>:`` and padding), ten per millisecond at
 most: a feed a fast reader keeps up with on every server (granian's ``send`` waits
-for its own writer, so an unpaced burst overflows even a fast reader's buffer). ``/subscribers``: how many subscribers ``t`` has now.
+for its own writer, so an unpaced burst overflows even a fast reader's buffer).
+``/subscribers``: how many subscribers ``t`` has now.
 """
 
 from __future__ import annotations
