@@ -1,7 +1,7 @@
 """A plain ASGI app with one broadcast, for the fan-out tests on every server.
 
 ``/events``: an :class:`~sluicegate.events.EventStream` of topic ``t`` (``drop_oldest``,
-16 KiB per subscriber, no heartbeat). ``/publish?count=N&size=S``: publish ``N``
+64 KiB per subscriber: the defaults; no heartbeat). ``/publish?count=N&size=S``: publish ``N``
 events of ``S`` bytes of data (each ``<n>:`` and padding), ten per millisecond at
 most: a feed a fast reader keeps up with on every server (granian's ``send`` waits
 for its own writer, so an unpaced burst overflows even a fast reader's buffer).
@@ -17,7 +17,7 @@ from urllib.parse import parse_qs
 
 from sluicegate.events import Broadcast, EventStream
 
-broadcast = Broadcast(["t"], limit=16 * 1024)
+broadcast = Broadcast(["t"])
 
 
 async def _reply(send: Any, doc: dict[str, Any]) -> None:

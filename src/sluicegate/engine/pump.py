@@ -169,8 +169,13 @@ class Producer:
         await asyncio.gather(task, return_exceptions=True)
 
 
-async def next_message(channel: Channel, max_message: int) -> Bytes | None:
-    """Wait for the next message to send; None at the end; raise the producer's error."""
+async def next_message(
+    channel: Channel, max_message: int, wait: Callable[[], Awaitable[None]] | None = None
+) -> Bytes | None:
+    """Wait for the next message to send; None at the end; raise the producer's error.
+
+    ``wait`` waits for the channel instead of :meth:`Channel.wait_data`.
+    """
     while True:
         chunk = channel.take(max_message)
         if chunk is not None:
@@ -179,7 +184,7 @@ async def next_message(channel: Channel, max_message: int) -> Bytes | None:
             if channel.error is not None:
                 raise channel.error
             return None
-        await channel.wait_data()
+        await (channel.wait_data() if wait is None else wait())
 
 
 class PumpState(enum.Enum):
@@ -387,32 +392,28 @@ class Pump:
         await self.send_body(b"", False)
         self._to(PumpState.COMPLETE)
 
-    async def _next_live(self, cap: int) -> Bytes | None:
+    def _next_live(self, cap: int) -> Awaitable[Bytes | None]:
         """:func:`next_message`, taking chunks from ``Channel.deliver`` while it waits.
 
         Returns the next queued message, or None at the end; raises the producer's
         error, or the error of a send stepped by :meth:`_take_delivered`.
         """
-        channel = self.channel
-        while True:
-            chunk = channel.take(cap)
-            if chunk is not None:
-                return chunk
-            if channel.closed:
-                if channel.error is not None:
-                    raise channel.error
-                return None
-            if self._context is None:
-                self._context = contextvars.copy_context()
-            await channel.wait_data(self._take_delivered)
-            parked = self._parked
-            if parked is not None:
-                self._parked = None
-                await self._wait_for_client(*parked)
-            error = self._parked_error
-            if error is not None:
-                self._parked_error = None
-                raise error
+        return next_message(self.channel, cap, self._wait_live)
+
+    async def _wait_live(self) -> None:
+        """Wait for the channel, taking delivered chunks meanwhile; then finish the send
+        one of them left half-run, or raise its error."""
+        if self._context is None:
+            self._context = contextvars.copy_context()
+        await self.channel.wait_data(self._take_delivered)
+        parked = self._parked
+        if parked is not None:
+            self._parked = None
+            await self._wait_for_client(*parked)
+        error = self._parked_error
+        if error is not None:
+            self._parked_error = None
+            raise error
 
     def _take_delivered(self, chunk: Bytes, n: int) -> bool:
         """Send a chunk :meth:`Channel.deliver` hands over while the pump waits.
