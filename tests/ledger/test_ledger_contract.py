@@ -9,6 +9,7 @@ from collections.abc import Callable
 import pytest
 
 from sluicegate.errors import ConfigError, LedgerError, UnknownTransfer
+from sluicegate.interfaces import TransferState
 from sluicegate.ledger import (
     FINAL_STATES,
     InvalidTransition,
@@ -88,6 +89,7 @@ async def test_finish_in_every_final_state(make_ledger: MakeLedger, state: str) 
         for ledger in (writer, reader):  # the writer's view and the store's agree
             rec = await ledger.get(tid)
             assert rec.state == state and rec.bytes_sent == 400 and rec.digest == DIGEST
+            assert type(rec.state) is TransferState  # the shared vocabulary, from any store
             assert rec.ended_at is not None and rec.ended_at >= rec.started_at
             if error is None:
                 assert rec.error is None

@@ -48,10 +48,10 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from sluicegate.errors import ConfigError, LedgerError, UnknownTransfer
 from sluicegate.ledger.base import Ledger
 from sluicegate.ledger.model import (
-    STATES,
     ErrorInfo,
     InvalidTransition,
     Receipt,
+    StateName,
     TransferRecord,
     TransferState,
     VerdictReason,
@@ -387,7 +387,7 @@ class RedisLedger(Ledger):
     async def finish(
         self,
         transfer_id: str,
-        state: TransferState,
+        state: TransferState | StateName,
         bytes_sent: int,
         *,
         digest: str | None = None,
@@ -717,10 +717,7 @@ def _record(transfer_id: str, f: Mapping[str, str]) -> TransferRecord:
 
 
 def _state(value: str) -> TransferState:
-    for state in STATES:
-        if state == value:
-            return state
-    raise ValueError(f"unknown state {value!r}")
+    return TransferState(value)  # a ValueError names an unknown one
 
 
 def _reason(value: str) -> VerdictReason:

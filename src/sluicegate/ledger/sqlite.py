@@ -56,6 +56,7 @@ from sluicegate.ledger.model import (
     ErrorInfo,
     InvalidTransition,
     Receipt,
+    StateName,
     TransferRecord,
     TransferState,
     new_transfer_id,
@@ -343,7 +344,7 @@ class SQLiteLedger(Ledger):
     async def finish(
         self,
         transfer_id: str,
-        state: TransferState,
+        state: TransferState | StateName,
         bytes_sent: int,
         *,
         digest: str | None = None,
@@ -584,7 +585,7 @@ class SQLiteLedger(Ledger):
     @staticmethod
     def _remote_finisher(
         transfer_id: str,
-        state: TransferState,
+        state: TransferState | StateName,
         bytes_sent: int,
         digest: str | None,
         error: BaseException | ErrorInfo | None,
@@ -840,7 +841,7 @@ def _read(conn: sqlite3.Connection, transfer_id: str) -> TransferRecord:
         id=tid,
         method=method,
         path=path,
-        state=state,
+        state=TransferState(state),
         started_at=started,
         ended_at=ended,
         bytes_sent=sent,
