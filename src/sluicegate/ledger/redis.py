@@ -135,15 +135,18 @@ return {'ok'}
 _RECORD: Final = (
     _PRELUDE
     + """
-local state = settle(KEYS[1], now_ms())
-if state then return {'ended', state} end
-redis.call('HSET', KEYS[1], 'method', ARGV[1], 'path', ARGV[2], 'state', ARGV[5],
-           'started_at', ARGV[3], 'bytes_sent', ARGV[6], 'ended_at', ARGV[7])
+if redis.call('EXISTS', KEYS[1]) == 1 then return {'ended', settle(KEYS[1], now_ms())} end
+local fields = {'method', ARGV[1], 'path', ARGV[2], 'state', ARGV[5], 'started_at', ARGV[3],
+                'bytes_sent', ARGV[6], 'ended_at', ARGV[7]}
 local optional = {'size', 'digest', 'error_class', 'error_message'}
 local values = {ARGV[4], ARGV[8], ARGV[9], ARGV[10]}
 for i = 1, 4 do
-  if values[i] ~= '' then redis.call('HSET', KEYS[1], optional[i], values[i]) end
+  if values[i] ~= '' then
+    fields[#fields + 1] = optional[i]
+    fields[#fields + 1] = values[i]
+  end
 end
+redis.call('HSET', KEYS[1], unpack(fields))
 redis.call('EXPIRE', KEYS[1], ARGV[11])
 return {'ok'}
 """
