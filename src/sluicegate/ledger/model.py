@@ -424,13 +424,20 @@ class TransferRecord:
             canonical = _normal_digest(digest)
         except ValueError as exc:
             raise InvalidTransition(f"bad digest: {exc}") from None
-        return replace(
-            self,
-            state=state,
-            ended_at=max(at, self.started_at),
-            bytes_sent=bytes_sent,
-            digest=canonical,
-            error=describe_error(error),
+        # The constructor, not dataclasses.replace(): this runs for every response, and
+        # replace() looks the fields up each time (≈ 2 µs more).
+        return TransferRecord(
+            self.id,
+            self.method,
+            self.path,
+            state,
+            self.started_at,
+            max(at, self.started_at),
+            bytes_sent,
+            self.size,
+            canonical,
+            describe_error(error),
+            self.receipt,
         )
 
     def with_receipt(self, receipt: Receipt) -> TransferRecord:
