@@ -266,6 +266,30 @@ async def test_a_lone_finish_is_committed_at_once_without_a_turn_of_the_loop(
         assert rows(db)[other]["error_class"] == "RuntimeError"
 
 
+async def test_after_a_burst_the_first_finish_of_a_turn_waits_to_share_its_commit(
+    tmp_path: Path,
+) -> None:
+    db = tmp_path / "l.db"
+    async with SQLiteLedger(db, commit_delay=3600) as ledger:
+        burst = [await ledger.begin("GET", f"/burst/{i}") for i in range(3)]
+        await asyncio.gather(*(ledger.finish(tid, "completed", 1) for tid in burst))
+        commits = ledger._inline_commits
+        assert commits == 2  # the first at once, the other two together at the turn's end
+        # The last turn had company: the next first finish waits for the end of its turn.
+        tid = await ledger.begin("GET", "/after-burst")
+        task = asyncio.create_task(ledger.finish(tid, "completed", 1))
+        await asyncio.sleep(0)
+        assert not task.done()  # waiting for the end of the turn, with its future
+        await task
+        assert ledger._inline_commits == commits + 1
+        # That turn had it alone: from the next one on, at once again.
+        tid = await ledger.begin("GET", "/alone")
+        step = ledger.finish(tid, "completed", 1)
+        with pytest.raises(StopIteration):
+            step.send(None)
+        assert all(rows(db)[t]["state"] == "completed" for t in [*burst, tid])
+
+
 async def test_a_finish_that_ends_a_row_already_final_fails_at_once(tmp_path: Path) -> None:
     """The commit at once keeps the rule: a row another worker ended stays as it is."""
     db = tmp_path / "l.db"

@@ -251,8 +251,10 @@ class SQLiteLedger(Ledger):
         self._inline: sqlite3.Connection | None = None
         self._inline_batch: list[tuple[TransferRecord, asyncio.Future[None]]] = []
         self._inline_commits = 0
-        # A finish was committed on the loop in this turn; later ones wait for its end.
-        self._turn_committed = False
+        # Finishes a response waits for in this turn of the loop, and whether the last
+        # turn that had any had just one (then the first of a turn commits at once).
+        self._turn_finishes = 0
+        self._alone = True
 
     # -- lifecycle -----------------------------------------------------------------------
 
@@ -494,21 +496,24 @@ class SQLiteLedger(Ledger):
         waited longer). The loop never waits for a lock: if another connection holds it,
         the finish goes to the writer thread.
 
-        Why now for the first finish of a turn: a serial client has nobody to share a
-        commit with, and waiting for the end of the turn cost it a future, a callback and
-        one more turn of the loop (≈ 12 µs of CPU per response, in-process). The finishes
-        that come later in the same turn (a burst of concurrent responses) wait and share
-        one commit at its end, so a busy loop commits at most twice per turn.
+        Why now for the first finish of a turn, when the last turn that had one had no
+        other: a serial client has nobody to share a commit with, and waiting for the end
+        of the turn cost it a future, a callback and one more turn of the loop (≈ 12 µs
+        of CPU per response, in-process). Finishes that come later in the same turn (a
+        burst of concurrent responses) wait and share one commit at its end; and once a
+        turn has had company, the next turn's first finish waits too, so that a busy loop
+        keeps one commit per turn until the finishes come alone again.
         """
         assert self._loop is not None
-        if not self._turn_committed:
-            self._turn_committed = True
-            self._loop.call_soon(self._commit_inline)  # ends the turn: shares the rest
-            if self._commit_now(final):
+        self._turn_finishes += 1
+        if self._turn_finishes == 1:
+            self._loop.call_soon(self._commit_inline)  # ends the turn: commits the rest
+            if self._alone:
+                if self._commit_now(final):
+                    return
+                # Locked by another writer (or worse): the writer thread waits and retries.
+                await self._submit(self._final_writer(final), urgent=True)
                 return
-            # Locked by another writer (or worse): the writer thread waits and retries.
-            await self._submit(self._final_writer(final), urgent=True)
-            return
         fut: asyncio.Future[None] = self._loop.create_future()
         self._inline_batch.append((final, fut))
         await fut
@@ -533,7 +538,9 @@ class SQLiteLedger(Ledger):
 
     def _commit_inline(self) -> None:
         """Commit the finishes that waited for the end of this turn, in one transaction."""
-        self._turn_committed = False
+        if self._turn_finishes:
+            self._alone = self._turn_finishes == 1
+            self._turn_finishes = 0
         batch, self._inline_batch = self._inline_batch, []
         conn = self._inline
         if not batch or conn is None:
