@@ -6,9 +6,9 @@ in one transaction (group commit), so many concurrent streams cost few commits a
 wake-ups. One exception: the finishes that responses wait for (``commit_before_end``,
 with ``synchronous="NORMAL"``) are committed on the loop, because there a commit is a
 WAL append without fsync and cheaper than the trip to the thread and back: the first of
-a turn of the loop at once (a serial client waits for no timer and no extra turn), the
-others of that turn together at its end; the loop never waits for a lock or a
-checkpoint (see
+a turn of the loop at once when finishes come alone (a serial client waits for no timer
+and no extra turn), the finishes of a busy turn together at its end; the loop never
+waits for a lock or a checkpoint (see
 :meth:`SQLiteLedger._submit_inline`)::
 
     async with SQLiteLedger("/var/lib/app/transfers.db") as ledger:
