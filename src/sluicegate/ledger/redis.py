@@ -552,8 +552,12 @@ class RedisLedger(Ledger):
         while i < len(ops):
             op = ops[i]
             after = ops[i + 1] if i + 1 < len(ops) else None
-            if op.script == "begin" and after is not None and after.tid == op.tid:
-                assert after.script == "finish"  # a begin is only ever followed by its finish
+            if (
+                op.script == "begin"
+                and after is not None
+                and after.script == "finish"
+                and after.tid == op.tid
+            ):
                 slots += [-1 - len(calls), len(calls)]  # negative: the begin of a record
                 calls.append(("record", (op.tid, *op.args[:4], *after.args)))
                 i += 2
