@@ -175,14 +175,32 @@ def read_stats(csv_path: Path) -> list[dict[str, int]]:
 
 
 def alone(runs: list[Run], args: argparse.Namespace, out: Path) -> None:
-    """Time ``args.repeat`` normal downloads per server, interleaved, all servers up."""
+    """Time ``args.repeat`` normal downloads per server, interleaved, all servers up.
+
+    With ``args.pin`` every server runs on the first CPU and this client on the
+    second: left to the scheduler, one long-lived server process may keep sharing a
+    core with the client and another not, which skewed one server against another by
+    up to 1.6x in a run, whatever their settings.
+    """
+    cpus = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else []
+    pin = args.pin and len(cpus) >= 2
+    mine = set(cpus)
     with contextlib.ExitStack() as stack:
         for run in runs:
-            stack.enter_context(server(run.argv, run.port, out / f"{run.name}-alone.log"))
-            download(run.port, args.download)  # warm-up: first-touch page faults, caches
-        for _ in range(args.repeat):
+            proc = stack.enter_context(server(run.argv, run.port, out / f"{run.name}-alone.log"))
+            if pin:
+                os.sched_setaffinity(proc.pid, {cpus[0]})
+        if pin:
+            os.sched_setaffinity(0, {cpus[1]})
+        try:
             for run in runs:
-                run.alone_mbps.append(download(run.port, args.download))
+                download(run.port, args.download)  # warm-up: page faults, caches
+            for _ in range(args.repeat):
+                for run in runs:
+                    run.alone_mbps.append(download(run.port, args.download))
+        finally:
+            if pin:
+                os.sched_setaffinity(0, mine)
 
 
 def measure(run: Run, args: argparse.Namespace, out: Path) -> None:
@@ -336,7 +354,8 @@ def report(runs: list[Run], args: argparse.Namespace) -> list[str]:
         [str(r.attack[-1].get("closed", "?")) if r.attack else "?" for r in runs],
     )
     row(
-        f"normal download alone, MB/s (median of {args.repeat}, interleaved across servers)",
+        f"normal download alone, MB/s (median of {args.repeat}, interleaved across servers"
+        + (", servers on one CPU and the client on another)" if args.pin else ")"),
         [f"{statistics.median(r.alone_mbps):,.0f}" for r in runs],
     )
     reference = next((r for r in runs if r.name == "autotuned"), None)
@@ -376,9 +395,10 @@ def report(runs: list[Run], args: argparse.Namespace) -> list[str]:
         "loopback, other programs too); the idle row is the floor it started from. "
         "Server RSS includes each stream's current 1 MiB chunk of the example "
         "`/download` (its default `chunk`), until the stream is cut. MB/s are loopback "
-        "figures on a shared 2-core machine, where one download swings by 2–3x from run "
-        "to run (whether the scheduler puts server and client on one core or two): "
-        "compare medians. Every alone download of every server is listed below.",
+        "figures on a 2-core machine, where one download swings by 2–3x from run to run "
+        "when the scheduler decides whether server and client share a core (hence the "
+        "pinning of the alone downloads, unless `--no-pin`): compare medians. Every "
+        "alone download of every server is listed below.",
         "",
     ]
     for r in runs:
@@ -393,6 +413,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--duration", type=int, default=30, help="attack seconds")
     parser.add_argument("--download", default="200M", help="size of each normal download")
     parser.add_argument("--repeat", type=int, default=15, help="downloads alone per server")
+    parser.add_argument(
+        "--no-pin",
+        dest="pin",
+        action="store_false",
+        help="leave the downloads alone to the scheduler (default: servers on one CPU, "
+        "the client on another)",
+    )
     parser.add_argument("--slowhttptest", default=shutil.which("slowhttptest") or "")
     parser.add_argument(
         "--servers",

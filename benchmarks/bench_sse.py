@@ -430,6 +430,12 @@ def verdicts(runs: list[Run]) -> list[str]:
     return out
 
 
+def _machine() -> str:
+    from benchmarks.__main__ import machine
+
+    return machine()
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m benchmarks.bench_sse", description=__doc__)
     ap.add_argument("--quick", action="store_true", help="a tenth of the subscribers, 10 s")
@@ -489,9 +495,9 @@ def main(argv: list[str] | None = None) -> int:
         "",
         f"`python -m benchmarks.bench_sse{' --quick' if args.quick else ''}` "
         f"({seconds:g} s of publishing per run, {args.procs} client processes, events of "
-        "200 bytes), one uvicorn process per run (uvloop, httptools), loopback. The "
-        "2-core machine was shared with other work during the run: absolute figures "
-        "swing, ratios within this run are what to read.",
+        "200 bytes), one uvicorn process per run (uvloop, httptools), loopback, on "
+        f"{_machine()}. The last column shows how busy the machine was around each "
+        "run: absolute figures swing with it, ratios within this run are what to read.",
         "",
         *load_table(runs),
         "",

@@ -32,7 +32,7 @@ COMMANDS: dict[str, tuple[list[str], dict[str, list[str]]]] = {
     "serve": (
         ["--app", "no_such_module_anywhere:app", "--port", "0"],
         {
-            "size": ["--sndbuf", "--max-buffered"],
+            "size": ["--sndbuf", "--max-buffered", "--notsent-lowat", "--notsent-lowat-until"],
             "rate": ["--min-rate"],
             "duration": [
                 "--stall-timeout",

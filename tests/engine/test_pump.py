@@ -453,3 +453,111 @@ async def test_a_relay_turns_the_loop_between_messages_while_the_channel_stays_f
 
 async def _await(awaitable: Any) -> None:
     await awaitable
+
+
+# -- run_channel: events delivered straight to a waiting pump ----------------------------
+
+_WHO: Any = __import__("contextvars").ContextVar("who", default="nobody")
+
+
+async def test_a_waiting_relay_sends_delivered_events_in_the_producers_turn() -> None:
+    channel = Channel(1024, "drop_oldest")
+    seen: list[tuple[bytes, asyncio.Task[Any] | None, str]] = []
+
+    async def send(message: dict[str, Any]) -> None:
+        seen.append((bytes(message["body"]), asyncio.current_task(), _WHO.get()))
+
+    async def serve() -> None:
+        _WHO.set("the pump")
+        await pump.run_channel()
+
+    pump = Pump(channel, _no_start, send, StreamMetrics())
+    relay = _Suspensions(serve())
+    task = asyncio.create_task(_await(relay))
+    channel.put_nowait(b": open\n\n")
+    for _ in range(3):
+        await asyncio.sleep(0)
+    suspended = relay.count
+    for i in range(20):
+        assert channel.deliver(b"event %d\n\n" % i) == 0
+    # Every event went out at once, from this task, in the pump's context variables;
+    # the pump's task never woke and nothing was queued.
+    assert relay.count == suspended
+    assert [body for body, _, _ in seen[1:]] == [b"event %d\n\n" % i for i in range(20)]
+    me = asyncio.current_task()
+    assert all(task is me and who == "the pump" for _, task, who in seen[1:])
+    assert channel.buffered == 0 and channel.bytes_out == channel.bytes_in
+    assert pump.metrics.bytes_sent == sum(len(body) for body, _, _ in seen)
+    channel.close()
+    await asyncio.wait_for(task, 10)
+    assert seen[-1][0] == b""
+
+
+async def test_a_delivered_event_whose_send_must_wait_is_finished_by_the_pump() -> None:
+    channel = Channel(1024, "drop_oldest")
+    gate = asyncio.get_running_loop().create_future()
+    bodies: list[bytes] = []
+
+    async def send(message: dict[str, Any]) -> None:
+        if message["body"] == b"slow\n\n":
+            await gate
+        bodies.append(bytes(message["body"]))
+
+    pump = Pump(channel, _no_start, send, StreamMetrics())
+    task = asyncio.create_task(pump.run_channel())
+    channel.put_nowait(b": open\n\n")
+    for _ in range(3):
+        await asyncio.sleep(0)
+    channel.deliver(b"slow\n\n")
+    # The pump owns the half-run send now: later events queue behind it, in order,
+    # and count against the budget with it.
+    assert channel.buffered == len(b"slow\n\n")
+    channel.deliver(b"next\n\n")
+    assert channel.queued == len(b"next\n\n")
+    for _ in range(3):
+        await asyncio.sleep(0)
+    gate.set_result(None)
+    for _ in range(5):
+        await asyncio.sleep(0)
+    assert bodies == [b": open\n\n", b"slow\n\n", b"next\n\n"]
+    assert channel.buffered == 0
+    # Back to waiting: the next event goes straight out again.
+    channel.deliver(b"last\n\n")
+    assert bodies[-1] == b"last\n\n"
+    channel.close()
+    await asyncio.wait_for(task, 10)
+
+
+async def test_a_delivered_event_to_a_client_that_left_fails_the_pump_not_the_publisher() -> None:
+    channel = Channel(1024, "drop_oldest")
+    sent = 0
+
+    async def send(message: dict[str, Any]) -> None:
+        nonlocal sent
+        sent += 1
+        if sent > 1:
+            raise OSError("connection reset")
+
+    pump = Pump(channel, _no_start, send, StreamMetrics())
+    task = asyncio.create_task(pump.run_channel())
+    channel.put_nowait(b": open\n\n")
+    for _ in range(3):
+        await asyncio.sleep(0)
+    channel.deliver(b"event\n\n")  # raises nothing here
+    channel.deliver(b"queued\n\n")  # the pump is woken: this one waits in the queue
+    with pytest.raises(ClientDisconnected):
+        await asyncio.wait_for(task, 10)
+    assert pump.state is PumpState.FAILED
+    assert sent == 2
+
+
+async def test_deliver_queues_when_nobody_waits_to_take() -> None:
+    channel = Channel(1024, "drop_oldest")
+    assert channel.deliver(b"a" * 10) == 0
+    assert channel.queued == 10
+    assert channel.take(100) == b"a" * 10
+    # Past the budget, the leaky policy drops the oldest whole chunk, and says so.
+    for _ in range(102):
+        channel.deliver(b"b" * 10)
+    assert channel.deliver(b"c" * 10) == 1
+    assert channel.buffered <= 1024

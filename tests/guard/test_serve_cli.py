@@ -34,6 +34,9 @@ NOTSENT_LOWAT = getattr(socket, "TCP_NOTSENT_LOWAT", 25)
         (["--sndbuf", "1K"], "Error: --sndbuf: bad size '1K': at least 4K"),
         (["--notsent-lowat", "12"], "Error: --notsent-lowat: bad size '12': 1K to 2G"),
         (["--notsent-lowat", "lots"], "Error: --notsent-lowat: bad size 'lots'"),
+        (["--notsent-lowat-until", "0"], "Error: --notsent-lowat-until: bad size '0'"),
+        (["--notsent-lowat-until", "-1M"], "Error: --notsent-lowat-until: bad size '-1M'"),
+        (["--notsent-lowat-until", "soon"], "Error: --notsent-lowat-until: bad size 'soon'"),
         (["--stall-timeout", "no"], "Error: --stall-timeout: bad duration 'no'"),
         (["--stall-timeout", "0"], "Error: --stall-timeout: bad duration '0': must be more than"),
         (["--stall-timeout", "soon"], "Error: --stall-timeout: bad duration 'soon'"),
@@ -126,7 +129,13 @@ def _listening_line(*flags: str) -> str:
 def test_serve_defaults_bound_unsent_bytes_and_cut_a_stall_after_60_s() -> None:
     line = _listening_line()
     assert "SO_SNDBUF autotuned, TCP_NOTSENT_LOWAT 32,768 bytes" in line, line
+    assert "until its client has acknowledged 8,388,608;" in line, line
     assert "stall_timeout=60.0" in line and "(a send may wait 60 s)" in line, line
+
+
+def test_serve_keeps_the_unsent_limit_for_the_whole_connection_if_told() -> None:
+    line = _listening_line("--notsent-lowat-until", "off")
+    assert "TCP_NOTSENT_LOWAT 32,768 bytes per connection;" in line, line
 
 
 def test_serve_turns_the_defaults_off() -> None:

@@ -7,8 +7,11 @@ Besides serving, it bounds what one slow reader can pin:
   that many bytes a client has not been sent yet (plus what is in flight, which a
   client that stops reading closes its window on), so the kernel memory a slow reader
   pins is bounded (about 74 KiB at the default 32K), while send-buffer autotuning
-  stays on for fast clients. ``--sndbuf`` (off by default) fixes ``SO_SNDBUF``
-  instead: a hard cap, but on every client's window, fast ones too.
+  stays on for fast clients. The limit also slows a fast download (the kernel takes
+  at most that many unsent bytes per write), so once a client has acknowledged
+  ``--notsent-lowat-until`` bytes (8M) its connection gets the system's limit back
+  (:mod:`sluicegate.cli.sendbuffer`). ``--sndbuf`` (off by default) fixes
+  ``SO_SNDBUF`` instead: a hard cap, but on every client's window, fast ones too.
 * ``--stall-timeout`` (60 s unless ``off``, as nginx's ``send_timeout``) and
   ``--min-rate`` set :data:`sluicegate.defaults` ``.guard``
   (a :class:`~sluicegate.protect.guard.GuardPolicy`) for every stream, and serve with
@@ -61,6 +64,7 @@ from sluicegate.cli.readtimeouts import (
     DEFAULT_HEADER_TIMEOUT,
     with_read_timeouts,
 )
+from sluicegate.cli.sendbuffer import earned_send_buffer
 from sluicegate.engine.pump import BURST_MESSAGE
 from sluicegate.engine.response import defaults
 from sluicegate.errors import ConfigError
@@ -69,6 +73,7 @@ from sluicegate.protect.guard import GuardPolicy
 from sluicegate.units import MAX_SOCKET_BUFFER, parse_duration, parse_rate, parse_size
 
 __all__ = [
+    "DEFAULT_LOWAT_UNTIL",
     "DEFAULT_NOTSENT_LOWAT",
     "DEFAULT_SNDBUF",
     "DEFAULT_STALL_TIMEOUT",
@@ -101,6 +106,10 @@ DEFAULT_SNDBUF = "auto"
 #: slow-read section): a stalled reader pins about 74 KiB (a fixed 64K ``SO_SNDBUF``:
 #: 126 KiB) and a single loopback download kept its speed.
 DEFAULT_NOTSENT_LOWAT = "32K"
+
+#: Bytes a client must have acknowledged before ``serve`` lifts its connection's
+#: ``TCP_NOTSENT_LOWAT``, unless told otherwise (see :mod:`sluicegate.cli.sendbuffer`).
+DEFAULT_LOWAT_UNTIL = "8M"
 
 #: How long one ``send()`` may wait for the client before ``serve`` cuts the stream,
 #: unless told otherwise (``off`` for never); nginx's ``send_timeout`` is 60 s too.
@@ -206,13 +215,16 @@ def guarded_http(
     *,
     header_timeout: float | None = None,
     body_timeout: float | None = None,
+    lowat_until: int | None = None,
 ) -> type[asyncio.Protocol]:
     """uvicorn's HTTP protocol (``http``: ``auto``, ``httptools``, ``h11``) made to
     hang up on clients that stopped reading, instead of waiting for them forever.
 
     ``header_timeout`` and ``body_timeout`` (seconds; None: off) add the read
     timeouts of :mod:`sluicegate.cli.readtimeouts` against clients that stop *sending*
-    (slowloris). ``linger`` None leaves closing as uvicorn does it.
+    (slowloris). ``linger`` None leaves closing as uvicorn does it. ``lowat_until``
+    (bytes; None: never) lifts a connection's ``TCP_NOTSENT_LOWAT`` once its client has
+    acknowledged that many bytes (:mod:`sluicegate.cli.sendbuffer`).
 
     uvicorn closes a connection with ``transport.close()``, which first flushes what
     the transport still holds: against a client that reads nothing, that never ends,
@@ -238,13 +250,16 @@ def guarded_http(
     base: Any = import_from_string(HTTP_PROTOCOLS.get(http, http))
     if header_timeout is not None or body_timeout is not None:
         base = with_read_timeouts(base, header_timeout=header_timeout, body_timeout=body_timeout)
-    if linger is None:
+    if linger is None and lowat_until is None:
         return base  # type: ignore[no-any-return]
-    patience: float = linger
+    patience = linger
 
     class GuardedHTTP(base):  # type: ignore[misc]
         def connection_made(self, transport: asyncio.Transport) -> None:
-            super().connection_made(_HangUp(transport, self, patience))
+            wrapped = earned_send_buffer(transport, lowat_until)
+            if patience is not None:
+                wrapped = _HangUp(wrapped, self, patience)
+            super().connection_made(wrapped)
 
     GuardedHTTP.__name__ = GuardedHTTP.__qualname__ = f"Guarded{base.__name__}"
     return GuardedHTTP
@@ -313,6 +328,8 @@ class ProcessSettings:
     broadcast: str | None = None
     #: serve HTTP/2 beside HTTP/1.1 (``--http2``)
     http2: bool = False
+    #: lift ``TCP_NOTSENT_LOWAT`` once a client acknowledged this many bytes (None: never)
+    lowat_until: int | None = None
 
     def http(self) -> type[asyncio.Protocol]:
         """The HTTP protocol class these settings ask for (see :func:`guarded_http`).
@@ -328,6 +345,7 @@ class ProcessSettings:
             _protocol(self),
             header_timeout=self.header_timeout if reads else None,
             body_timeout=self.body_timeout if reads else None,
+            lowat_until=self.lowat_until if reads else None,
         )
 
     def to_json(self) -> str:
@@ -470,6 +488,23 @@ def _notsent_lowat(text: str) -> int | None:
     return size
 
 
+def _describe_lowat(lowat: int | None, until: int | None) -> str:
+    if lowat is None:
+        return "off"
+    if until is None:
+        return f"{lowat:,} bytes per connection"
+    return f"{lowat:,} bytes per connection until its client has acknowledged {until:,}"
+
+
+def _lowat_until(text: str) -> int | None:
+    if text.strip().lower() == "off":
+        return None
+    size = parse_size(text)
+    if size < 1:
+        raise ConfigError(f"bad size {text!r}: at least 1 byte (or 'off' to keep the limit)")
+    return size
+
+
 def _stall_timeout(text: str) -> float | None:
     return None if text.strip().lower() == "off" else _positive_duration(text)
 
@@ -510,6 +545,15 @@ def _grace(text: str) -> float:
     help="TCP_NOTSENT_LOWAT of every connection: unsent bytes the kernel queues for one "
     "client, so a slow reader pins little while fast ones keep full speed. 'off': "
     "the system's (no limit).",
+)
+@click.option(
+    "--notsent-lowat-until",
+    default=DEFAULT_LOWAT_UNTIL,
+    show_default=True,
+    metavar="SIZE",
+    help="Lift a connection's TCP_NOTSENT_LOWAT once its client has acknowledged this "
+    "many bytes: a client that reads fast gets the kernel's whole send buffer back. "
+    "'off': keep the limit for the whole connection.",
 )
 @click.option(
     "--stall-timeout",
@@ -603,6 +647,7 @@ def serve_command(
     log_level: str,
     sndbuf: str,
     notsent_lowat: str,
+    notsent_lowat_until: str,
     stall_timeout: str,
     min_rate: str | None,
     rate_window: str,
@@ -634,6 +679,7 @@ def serve_command(
 
     sndbuf_bytes = parse_option(_sndbuf, sndbuf, "--sndbuf")
     lowat_bytes = parse_option(_notsent_lowat, notsent_lowat, "--notsent-lowat")
+    lowat_until = parse_option(_lowat_until, notsent_lowat_until, "--notsent-lowat-until")
     options: dict[str, Any] = {
         "stall_timeout": parse_option(_stall_timeout, stall_timeout, "--stall-timeout"),
         "min_rate": parse_option(parse_rate, min_rate, "--min-rate"),
@@ -660,6 +706,8 @@ def serve_command(
         body_timeout=body_limit,
         return_memory=return_memory,
         http2=http2,
+        # Nothing to lift without a limit.
+        lowat_until=lowat_until if lowat_bytes is not None else None,
     )
     try:
         load_app(app_spec)
@@ -678,13 +726,13 @@ def serve_command(
         effective = sock.getsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF)
         # uvicorn's logger: configured by Config above, so the line shows at --log-level info.
         logging.getLogger("uvicorn.error").info(
-            "sluicegate: listening on %s:%d; SO_SNDBUF %s, TCP_NOTSENT_LOWAT %s per "
-            "connection; guard %s (a send may wait %s); budgets %s (per process); ledger "
-            "%s; %d worker(s); read timeouts %g s (head), %g s (body stall)",
+            "sluicegate: listening on %s:%d; SO_SNDBUF %s, TCP_NOTSENT_LOWAT %s; guard "
+            "%s (a send may wait %s); budgets %s (per process); ledger %s; %d worker(s); "
+            "read timeouts %g s (head), %g s (body stall)",
             host,
             sock.getsockname()[1],
             f"{effective:,} bytes" if sndbuf_bytes is not None else "autotuned",
-            f"{lowat_bytes:,} bytes" if lowat_bytes is not None else "off",
+            _describe_lowat(lowat_bytes, settings.lowat_until),
             guard,
             f"{guard.wait_limit:g} s" if guard is not None else "forever",
             _describe(budgets),

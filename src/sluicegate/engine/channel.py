@@ -35,8 +35,8 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from collections.abc import AsyncIterator
-from typing import Any, Final
+from collections.abc import AsyncIterator, Callable
+from typing import Any, Final, TypeAlias
 
 from sluicegate.engine.buffer import (
     FLUSH,
@@ -55,6 +55,11 @@ from sluicegate.errors import ChannelClosed, ChannelFull, ConfigError
 __all__ = ["DEFAULT_LIMIT", "FLUSH", "POLICIES", "Bytes", "Channel", "Chunk", "Policy"]
 
 DEFAULT_LIMIT: Final = 64 * 1024
+
+#: What a parked consumer hands :meth:`Channel.wait_data`: it takes one chunk of
+#: ``n`` bytes straight from :meth:`Channel.deliver` and returns True if it is done
+#: with it, False if it took it over but must be woken to finish (or to fail).
+Taker: TypeAlias = Callable[[Bytes, int], bool]
 
 
 class Channel:
@@ -81,7 +86,9 @@ class Channel:
         # A lock because put_threadsafe may run on another thread; uncontended, it is
         # cheaper than any attempt to avoid it.
         self._lock = threading.Lock()
-        self._room = threading.Condition(self._lock)
+        # Made by the first thread that has to wait for room: most channels are fed
+        # from the loop and never need one (a live feed keeps thousands of channels).
+        self._room: threading.Condition | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._loop_thread = -1
         # Threads blocked in put_threadsafe: notifying a Condition costs a microsecond
@@ -89,6 +96,9 @@ class Channel:
         self._thread_waiters = 0
         self._data_waiter: asyncio.Future[None] | None = None
         self._room_waiter: asyncio.Future[None] | None = None
+        # Set while the consumer waits with nothing queued and can take a chunk
+        # itself (see deliver); cleared whenever it is woken.
+        self._taker: Taker | None = None
 
     # -- the buffer's numbers ---------------------------------------------------------
 
@@ -166,6 +176,39 @@ class Channel:
             self._put_locked(chunk)
             return self.buffer.has_room
 
+    def deliver(self, chunk: bytes) -> int:
+        """Put ``chunk`` from the event loop's thread, handing it straight to a waiting
+        consumer when it can take it; return how many queued chunks the policy dropped
+        to make room for it (0 when it went straight out).
+
+        For live feeds: a broadcast calls this once per event per subscriber. When the
+        subscriber's pump waits with nothing queued (:meth:`wait_data` with a taker),
+        the event is sent to the server right here, in the publisher's turn of the
+        loop, instead of being queued and the pump's task woken: no task switch per
+        subscriber. Otherwise (something queued, the pump busy) it is
+        :meth:`put_nowait`.
+
+        Only from the loop's thread, and only ``bytes``: the taker runs the server's
+        ``send`` synchronously.
+        """
+        taker = self._taker
+        buffer = self.buffer
+        if taker is not None and not buffer.buffered and buffer.empty:
+            # Unset while it runs: a send that delivers to this channel again (a
+            # middleware publishing, say) must queue, not re-enter the send.
+            self._taker = None
+            if taker(chunk, len(chunk)):
+                if self._data_waiter is not None:
+                    self._taker = taker
+                return 0
+            # Taken over, to be finished (or failed) by the consumer: wake it.
+            with self._lock:
+                self._wake_locked()
+            return 0
+        drops = buffer.drops
+        self.put_nowait(chunk)
+        return buffer.drops - drops
+
     async def fill(self, chunks: AsyncIterator[Any], charset: str = "utf-8") -> None:
         """Put everything ``chunks`` yields, waiting for room before each next pull."""
         async for chunk in chunks:
@@ -187,6 +230,8 @@ class Channel:
         buffer = self.buffer
         with self._lock:
             if buffer.policy == "wait" and not self.closed and not buffer.has_room:
+                if self._room is None:
+                    self._room = threading.Condition(self._lock)
                 self._thread_waiters += 1
                 try:
                     has_room = self._room.wait_for(lambda: self.closed or buffer.has_room, timeout)
@@ -210,7 +255,8 @@ class Channel:
                 return
             self.closed = True
             self.error = error
-            self._room.notify_all()
+            if self._room is not None:
+                self._room.notify_all()
             self._wake_locked()
             # A producer awaiting room must learn that there will never be any.
             waiter = self._room_waiter
@@ -243,6 +289,7 @@ class Channel:
         self._wake_locked()
 
     def _wake_locked(self) -> None:
+        self._taker = None
         waiter = self._data_waiter
         if waiter is not None:
             self._data_waiter = None
@@ -294,6 +341,7 @@ class Channel:
             buffer.release(n)
             if buffer.has_room:
                 if self._thread_waiters:
+                    assert self._room is not None
                     self._room.notify_all()
                 waiter = self._room_waiter
                 if waiter is not None:
@@ -301,14 +349,22 @@ class Channel:
                     if not waiter.done():
                         waiter.set_result(None)
 
-    async def wait_data(self) -> None:
-        """Suspend until something is queued or the channel is closed."""
+    async def wait_data(self, taker: Taker | None = None) -> None:
+        """Suspend until something is queued or the channel is closed.
+
+        With ``taker``, :meth:`deliver` may hand it chunks meanwhile instead of
+        queuing them; when it returns False for one, this returns.
+        """
         loop = self._loop or self.attach()
         with self._lock:
             if not self.buffer.empty or self.closed:
                 return
             waiter = self._data_waiter = loop.create_future()
-        await waiter
+            self._taker = taker
+        try:
+            await waiter
+        finally:
+            self._taker = None
 
     async def __aiter__(self) -> AsyncIterator[Bytes]:
         """Read chunks as they come (for consumers other than the pump)."""

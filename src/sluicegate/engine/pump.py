@@ -27,8 +27,16 @@ After every message the server took at once, the loop turns once. Only then can 
 server learn that the client left (servers on ASGI 2.3 keep returning from ``send()``
 at once after that), and the disconnect cancels the producer before its next chunk.
 It costs about a microsecond per message. In :meth:`Pump.run_channel`, when nothing is
-queued after a message, waiting for the next one is that turn (one trip to the loop
-per live event, not two).
+queued after a message, waiting for the next one is that turn.
+
+A pump that waits on its channel with nothing queued (:meth:`Pump.run_channel`, a live
+feed between events) takes the next chunk straight from the producer's
+:meth:`~sluicegate.engine.channel.Channel.deliver`: the send is stepped right there,
+in the producer's turn of the loop, in the pump's context variables. A broadcast to
+N subscribers then costs N sends and no task switch; the pump's task wakes only when
+a send has to wait for its client (it finishes it) or fails (it raises). The loop
+still turns between two events of one subscriber, so a client that left is noticed
+as before.
 
 Whatever is queued when the pump sends goes out as one message: small chunks
 coalesced, large ones cut into zero-copy ``memoryview`` slices, up to
@@ -51,6 +59,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import enum
 import time
 import types
@@ -160,8 +169,13 @@ class Producer:
         await asyncio.gather(task, return_exceptions=True)
 
 
-async def next_message(channel: Channel, max_message: int) -> Bytes | None:
-    """Wait for the next message to send; None at the end; raise the producer's error."""
+async def next_message(
+    channel: Channel, max_message: int, wait: Callable[[], Awaitable[None]] | None = None
+) -> Bytes | None:
+    """Wait for the next message to send; None at the end; raise the producer's error.
+
+    ``wait`` waits for the channel instead of :meth:`Channel.wait_data`.
+    """
     while True:
         chunk = channel.take(max_message)
         if chunk is not None:
@@ -170,7 +184,7 @@ async def next_message(channel: Channel, max_message: int) -> Bytes | None:
             if channel.error is not None:
                 raise channel.error
             return None
-        await channel.wait_data()
+        await (channel.wait_data() if wait is None else wait())
 
 
 class PumpState(enum.Enum):
@@ -262,6 +276,13 @@ class Pump:
         self._turn_pending = False
         # The last _turn started a sender: the next chunk lets it go first.
         self._turned = False
+        # Waiting in run_channel: a send taken over from Channel.deliver that must
+        # wait for the client (the half-run send and its size), or the error a
+        # delivered send raised; the pump's task finishes or raises it.
+        self._parked: tuple[_Resume, int] | None = None
+        self._parked_error: Exception | None = None
+        # The pump task's context variables, for sends stepped in another task.
+        self._context: contextvars.Context | None = None
 
     # -- state -------------------------------------------------------------------------
 
@@ -365,13 +386,56 @@ class Pump:
             if chunk is None:
                 # Waiting for data is the loop turn: one suspension per message, not
                 # a turn and then a wait (nor a take that finds nothing first).
-                if not channel.closed:
-                    await channel.wait_data()
-                chunk = await next_message(channel, cap)
+                chunk = await self._next_live(cap)
         if self.state is not PumpState.ENDING:
             self._to(PumpState.ENDING)
         await self.send_body(b"", False)
         self._to(PumpState.COMPLETE)
+
+    def _next_live(self, cap: int) -> Awaitable[Bytes | None]:
+        """:func:`next_message`, taking chunks from ``Channel.deliver`` while it waits.
+
+        Returns the next queued message, or None at the end; raises the producer's
+        error, or the error of a send stepped by :meth:`_take_delivered`.
+        """
+        return next_message(self.channel, cap, self._wait_live)
+
+    async def _wait_live(self) -> None:
+        """Wait for the channel, taking delivered chunks meanwhile; then finish the send
+        one of them left half-run, or raise its error."""
+        if self._context is None:
+            self._context = contextvars.copy_context()
+        await self.channel.wait_data(self._take_delivered)
+        parked = self._parked
+        if parked is not None:
+            self._parked = None
+            await self._wait_for_client(*parked)
+        error = self._parked_error
+        if error is not None:
+            self._parked_error = None
+            raise error
+
+    def _take_delivered(self, chunk: Bytes, n: int) -> bool:
+        """Send a chunk :meth:`Channel.deliver` hands over while the pump waits.
+
+        Runs in the producer's task (a publisher, most often), so it never raises:
+        True when the server took the chunk at once; False when the pump's task must
+        finish the send (the client lags) or raise its error. Either way the chunk is
+        the pump's now.
+        """
+        assert self._context is not None
+        try:
+            blocked = self._context.run(self._step_send, chunk, n)
+        except Exception as exc:  # the client left, a guard's verdict, a server bug
+            self._parked_error = exc
+            return False
+        if blocked is None:
+            self._buffer.passed(n)
+            self.metrics.bytes_buffered = 0
+            return True
+        self._buffer.in_flight(n)  # counted until the pump's task has sent it
+        self._parked = (blocked, n)
+        return False
 
     # -- producing (run_iterator) ------------------------------------------------------
 

@@ -248,7 +248,7 @@ class EventStream(StreamResponse):
                     await channel.wait_room()
                 if channel.closed:
                     return
-                channel.put_nowait(wire)
+                channel.deliver(wire)
         except asyncio.CancelledError:
             raise
         except Exception as exc:

@@ -103,6 +103,9 @@ TRANSITIONS: Final[Mapping[State, frozenset[State]]] = {
 }
 
 
+_LIVE: Final = State.LIVE
+
+
 @dataclass(frozen=True, slots=True)
 class FeedOptions:
     """How one subscriber is buffered.
@@ -161,6 +164,7 @@ class Subscription:
         "_offered",
         "_pending",
         "_pending_bytes",
+        "_put",
         "_task",
         "broadcast",
         "channel",
@@ -190,6 +194,14 @@ class Subscription:
         #: called when the ``disconnect`` policy cuts this subscriber (its stream then
         #: makes sure the connection ends, see EventStream)
         self.on_cut: Callable[[], None] | None = None
+        # The policy's put, chosen once: offer() runs once per event per subscriber.
+        self._put: Callable[[Published], None] = (
+            self._put_leaky
+            if options.policy == "drop_oldest"
+            else self._put_latest
+            if options.policy == "latest"
+            else self._put_or_overflow
+        )
 
     # -- state --------------------------------------------------------------------
 
@@ -202,39 +214,29 @@ class Subscription:
 
     def offer(self, event: Published) -> None:
         """Take one live event: queue it, or apply the policy. Never waits, never raises."""
-        state = self.state
-        if state is State.LIVE:
+        if self.state is _LIVE:
             cursor = self.cursor
             if cursor is not None and event.order <= cursor:
                 return  # replayed already
-            if self.channel.closed:
-                return
-            policy = self.options.policy
-            if policy == "drop_oldest":
-                self._put_leaky(event)
-            elif policy == "latest":
-                self._put_latest(event)
-            else:
-                self._put_or_overflow(event)
-        elif state is not State.CLOSED:
+            if not self.channel.closed:
+                self._put(event)
+        elif self.state is not State.CLOSED:
             offered = self._offered
             if offered is None or event.order > offered:
                 self._offered = event.order
 
     def _put_leaky(self, event: Published) -> None:
-        channel = self.channel
-        drops = channel.drops
-        channel.put_nowait(event.wire)
         self.cursor = event.order
-        if channel.drops != drops:
-            COUNTERS.dropped += channel.drops - drops
+        dropped = self.channel.deliver(event.wire)
+        if dropped:
+            COUNTERS.dropped += dropped
 
     def _put_latest(self, event: Published) -> None:
         channel = self.channel
         self.cursor = event.order
         n = len(event.wire)
         if not self._pending and channel.buffered < channel.limit:
-            channel.put_nowait(event.wire)
+            channel.deliver(event.wire)
             return
         pending = self._pending
         old = pending.pop(event.key, None)
@@ -254,7 +256,7 @@ class Subscription:
     def _put_or_overflow(self, event: Published) -> None:
         channel = self.channel
         if channel.buffered < channel.limit:
-            channel.put_nowait(event.wire)
+            channel.deliver(event.wire)
             self.cursor = event.order
             return
         self._move(State.OVERFLOWED)
@@ -279,7 +281,7 @@ class Subscription:
                     await channel.wait_room()
         if channel.closed:
             return False
-        channel.put_nowait(wire)
+        channel.deliver(wire)
         return True
 
     async def _room_within(self, seconds: float) -> bool:

@@ -1,0 +1,51 @@
+"""A plain ASGI app with one broadcast, for the fan-out tests on every server.
+
+``/events``: an :class:`~sluicegate.events.EventStream` of topic ``t`` (``drop_oldest``,
+64 KiB per subscriber: the defaults; no heartbeat). ``/publish?count=N&size=S``: publish ``N``
+events of ``S`` bytes of data (each ``<n>:`` and padding), ten per millisecond at
+most: a feed a fast reader keeps up with on every server (granian's ``send`` waits
+for its own writer, so an unpaced burst overflows even a fast reader's buffer).
+``/subscribers``: how many subscribers ``t`` has now.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from typing import Any
+from urllib.parse import parse_qs
+
+from sluicegate.events import Broadcast, EventStream
+
+broadcast = Broadcast(["t"])
+
+
+async def _reply(send: Any, doc: dict[str, Any]) -> None:
+    body = json.dumps(doc).encode()
+    await send(
+        {
+            "type": "http.response.start",
+            "status": 200,
+            "headers": [(b"content-type", b"application/json")],
+        }
+    )
+    await send({"type": "http.response.body", "body": body})
+
+
+async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+    """Route ``/events``, ``/publish`` and ``/subscribers``."""
+    if scope["type"] != "http":
+        return
+    path = scope["path"]
+    if path == "/events":
+        await EventStream(broadcast.feed("t"), heartbeat=None)(scope, receive, send)
+    elif path == "/publish":
+        q = {k: int(v[0]) for k, v in parse_qs(scope["query_string"].decode()).items()}
+        for n in range(1, q["count"] + 1):
+            head = f"{n}:".encode()
+            await broadcast.publish("t", head + b"x" * (q["size"] - len(head)))
+            if n % 10 == 0:
+                await asyncio.sleep(0.001)
+        await _reply(send, {"published": q["count"]})
+    elif path == "/subscribers":
+        await _reply(send, {"subscribers": broadcast.subscribers("t")})
