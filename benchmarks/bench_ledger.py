@@ -16,6 +16,10 @@ does so with ``commit_before_end`` on (the default: the end of each response wai
 its record's commit) and off (the record follows the end), so that the price of the
 guarantee shows. ``--concurrency N`` keeps N requests in flight instead of one, which
 is where commits and round trips are shared.
+
+``--in-process`` drives the same app straight through ASGI (no server, no socket, no
+client; uvloop when installed) and prints the CPU each response costs with and without
+the ledger: the figure a busy shared machine disturbs least.
 """
 
 from __future__ import annotations
@@ -26,6 +30,7 @@ import contextlib
 import json
 import shutil
 import socket
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -295,6 +300,93 @@ def _concurrent(base: str, width: int) -> Iterator[Callable[[str, int], None]]:
         loop.close()
 
 
+# -- the same comparison in process: no server, no socket, no client -----------------
+
+
+def _scope(path: str) -> dict[str, Any]:
+    return {
+        "type": "http",
+        "asgi": {"version": "3.0", "spec_version": "2.3"},
+        "http_version": "1.1",
+        "method": "GET",
+        "scheme": "http",
+        "path": path,
+        "raw_path": path.encode(),
+        "query_string": b"",
+        "root_path": "",
+        "headers": [(b"host", b"bench")],
+        "server": ("127.0.0.1", 80),
+        "client": ("127.0.0.1", 1),
+        "extensions": {},
+    }
+
+
+async def _drive(app: Any, path: str, n: int) -> None:
+    """``n`` requests to ``path``, one after the other, straight into the ASGI app."""
+
+    async def receive() -> dict[str, Any]:
+        await asyncio.Event().wait()  # the client never leaves
+        raise AssertionError("unreachable")
+
+    async def send(message: Any) -> None:
+        await asyncio.sleep(0)  # a server hands each message to its transport
+
+    for _ in range(n):
+        await app(_scope(path), receive, send)
+
+
+async def in_process(make: Callable[[], Ledger], n: int, rounds: int) -> dict[str, float]:
+    """CPU µs per 1 KiB response, /plain against /ledgered, driving the ASGI app in process.
+
+    The same app as the uvicorn comparison, one request at a time, the paths taken in
+    turns for ``rounds`` rounds (median reported). Without a server or a client on the
+    same two cores, this isolates what the ledger adds to a response's CPU (all threads
+    of the process; a Redis server's own CPU is not in it).
+    """
+    ledger = make()
+    app = make_app(ledger)
+    cpu: dict[str, list[float]] = {"plain": [], "ledgered": []}
+    async with ledger:
+        for path in cpu:  # warm up
+            await _drive(app, f"/{path}", min(n, 300))
+        for _ in range(rounds):
+            for path, runs in cpu.items():
+                start = time.process_time()
+                await _drive(app, f"/{path}", n)
+                runs.append((time.process_time() - start) / n * 1e6)
+    plain, ledgered = statistics.median(cpu["plain"]), statistics.median(cpu["ledgered"])
+    return {"plain_cpu_us": plain, "ledgered_cpu_us": ledgered, "added_cpu_us": ledgered - plain}
+
+
+def _run_in_process(args: argparse.Namespace) -> int:
+    with contextlib.suppress(ImportError):
+        import uvloop  # what uvicorn runs on when it is installed
+
+        asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
+    results: dict[str, Any] = {}
+    with tempfile.TemporaryDirectory() as tmp, contextlib.ExitStack() as stack:
+        db = Path(tmp) / "bench.db"
+        results["sqlite"] = asyncio.run(in_process(lambda: SQLiteLedger(db), args.requests, 5))
+        url = args.redis_url or stack.enter_context(redis_server())
+        if url is not None:
+            from sluicegate.ledger.redis import RedisLedger
+
+            prefix = f"bench-inproc:{time.time_ns()}:"
+            results["redis"] = asyncio.run(
+                in_process(lambda: RedisLedger(url, prefix=prefix, max_age=600), args.requests, 5)
+            )
+    if args.json:
+        print(json.dumps(results, indent=2))
+        return 0
+    print(f"1 KiB StreamResponse in process, {args.requests} requests per path x 5 rounds")
+    for name, row in results.items():
+        print(
+            f"  {name:7} CPU per response  plain {row['plain_cpu_us']:6.1f} µs"
+            f"   ledgered {row['ledgered_cpu_us']:6.1f} µs   added {row['added_cpu_us']:+6.1f} µs"
+        )
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("-n", type=int, default=10_000, help="transfers per measurement")
@@ -313,11 +405,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--concurrency", type=int, default=1, help="requests in flight in the HTTP comparison"
     )
+    parser.add_argument(
+        "--in-process",
+        action="store_true",
+        help="only CPU per response, driving the app in process (no server, no client)",
+    )
     parser.add_argument("--serve", nargs=4, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.serve:
         _serve(args.serve[0], int(args.serve[1]), float(args.serve[2]), args.serve[3] == "1")
         return 0
+    if args.in_process:
+        return _run_in_process(args)
     modes = [False] if args.late_only else [True, False]
     width = max(1, args.concurrency)
 

@@ -363,3 +363,23 @@ def test_state_for_error() -> None:
     assert state_for_error(StreamTimedOut()) == "timed_out"
     assert state_for_error(ProducerFailed()) == "failed"
     assert state_for_error(KeyboardInterrupt()) == "interrupted"
+
+
+def test_the_ledger_speaks_the_shared_state_vocabulary() -> None:
+    from sluicegate.interfaces import TransferState
+
+    assert model.TransferState is TransferState
+    assert tuple(TransferState) == STATES and STATES[0] == "streaming"
+    # A name and a member are both accepted, and the record carries the member.
+    by_name = started().finished("failed", 3, at=101.0)
+    by_member = started().finished(TransferState.FAILED, 3, at=101.0)
+    assert by_name == by_member and type(by_name.state) is TransferState
+    assert json.loads(json.dumps(by_name.to_json()))["state"] == "failed"
+    back = TransferRecord.from_json(by_name.to_json())
+    assert back == by_name and type(back.state) is TransferState
+    assert type(state_for_error(TimeoutError())) is TransferState
+    # Messages name states by value, as before.
+    with pytest.raises(InvalidTransition, match=r"already ended as 'failed'$"):
+        by_name.finished("completed", 3, at=102.0)
+    with pytest.raises(InvalidTransition, match=r"cannot finish a transfer as 'streaming'"):
+        started().finished(TransferState.STREAMING, 3, at=102.0)

@@ -153,6 +153,70 @@ async def test_a_short_transfer_is_one_round_trip(redis_url: str, prefix: str) -
         assert (await ledger.get(tid)).state == "completed"
 
 
+async def evalsha_calls(client: aioredis.Redis) -> int:
+    stats = await client.info("commandstats")
+    return int(stats.get("cmdstat_evalsha", {}).get("calls", 0))
+
+
+async def test_a_short_transfer_is_one_script_call(
+    redis_url: str, prefix: str, client: aioredis.Redis
+) -> None:
+    """Begin and finish of a transfer that ended before its begin went out: one call."""
+    async with RedisLedger(redis_url, prefix=prefix) as ledger:
+        before = await evalsha_calls(client)
+        tid = await ledger.begin("GET", "/small", size=5)
+        await ledger.finish(tid, "failed", 3, error=ValueError("token=secret123"))
+        assert await evalsha_calls(client) - before == 1
+        stored = await client.hgetall(prefix + tid)
+        assert stored["state"] == "failed" and stored["size"] == "5"
+        assert stored["bytes_sent"] == "3" and stored["error_class"] == "ValueError"
+        assert "secret123" not in stored["error_message"]
+        assert 0 < await client.ttl(prefix + tid) <= ledger.max_age
+        record = await ledger.get(tid)
+        assert (record.method, record.path, record.state) == ("GET", "/small", "failed")
+        assert record.ended_at is not None and record.ended_at >= record.started_at
+
+
+async def test_a_dropped_connection_fails_one_round_trip_and_the_next_reconnects(
+    redis_url: str, prefix: str, client: aioredis.Redis
+) -> None:
+    async with RedisLedger(redis_url, prefix=prefix, begin_delay=0) as ledger:
+        tid = await ledger.begin("GET", "/before")
+        await ledger.finish(tid, "completed", 1)
+        # Redis drops the ledger's write connection (the one whose last call was EVALSHA).
+        killed = 0
+        for entry in await client.client_list():
+            if entry["cmd"] == "evalsha":
+                killed += await client.client_kill_filter(_id=entry["id"])
+        assert killed == 1
+        outcomes = []
+        tids = []
+        for path in ("/during", "/after"):
+            tid = await ledger.begin("GET", path)
+            tids.append(tid)
+            try:
+                await asyncio.wait_for(ledger.finish(tid, "completed", 1), 5)
+                outcomes.append("ok")
+            except LedgerError:
+                outcomes.append("failed")
+        # The write that met the dropped connection went again on a new one.
+        assert outcomes == ["ok", "ok"]
+        for tid in tids:
+            assert (await ledger.get(tid)).state == "completed"
+
+
+async def test_a_call_sent_again_after_it_ran_counts_as_done() -> None:
+    from sluicegate.ledger.redis import _as_asked
+
+    assert _as_asked("begin", ("t",), 0) == 1
+    assert _as_asked("finish", ("t", "completed"), [b"ended", b"completed"]) == [b"ok"]
+    record = ("t", "GET", "/", "1.0", "", "failed")
+    assert _as_asked("record", record, [b"ended", b"failed"]) == [b"ok"]
+    # Ended some other way (another worker retired it): still an error for the caller.
+    lapsed = [b"ended", b"interrupted"]
+    assert _as_asked("finish", ("t", "completed"), lapsed) == lapsed
+
+
 async def test_a_long_transfer_writes_its_begin_after_begin_delay(
     redis_url: str, prefix: str, client: aioredis.Redis
 ) -> None:

@@ -246,6 +246,63 @@ async def test_many_finishes_on_the_loop_share_commits_and_the_writer_checkpoint
         assert len(checkpoints) == 1 and checkpoints[0][0] == 0 and checkpoints[0][2] > 0
 
 
+async def test_a_lone_finish_is_committed_at_once_without_a_turn_of_the_loop(
+    tmp_path: Path,
+) -> None:
+    """A serial client waits for no timer and no extra turn: the finish never suspends."""
+    db = tmp_path / "l.db"
+    async with SQLiteLedger(db, commit_delay=3600) as ledger:
+        tid = await ledger.begin("GET", "/serial")
+        step = ledger.finish(tid, "completed", 3, digest=digest_of(b"abc"))
+        with pytest.raises(StopIteration):
+            step.send(None)  # it ran to the end in one step: committed before returning
+        assert rows(db)[tid]["state"] == "completed"
+        # The next turn of the loop starts afresh: again at once.
+        await asyncio.sleep(0)
+        other = await ledger.begin("GET", "/serial")
+        step = ledger.finish(other, "failed", 1, error=RuntimeError("boom"))
+        with pytest.raises(StopIteration):
+            step.send(None)
+        assert rows(db)[other]["error_class"] == "RuntimeError"
+
+
+async def test_after_a_burst_the_first_finish_of_a_turn_waits_to_share_its_commit(
+    tmp_path: Path,
+) -> None:
+    db = tmp_path / "l.db"
+    async with SQLiteLedger(db, commit_delay=3600) as ledger:
+        burst = [await ledger.begin("GET", f"/burst/{i}") for i in range(3)]
+        await asyncio.gather(*(ledger.finish(tid, "completed", 1) for tid in burst))
+        commits = ledger._inline_commits
+        assert commits == 2  # the first at once, the other two together at the turn's end
+        # The last turn had company: the next first finish waits for the end of its turn.
+        tid = await ledger.begin("GET", "/after-burst")
+        task = asyncio.create_task(ledger.finish(tid, "completed", 1))
+        await asyncio.sleep(0)
+        assert not task.done()  # waiting for the end of the turn, with its future
+        await task
+        assert ledger._inline_commits == commits + 1
+        # That turn had it alone: from the next one on, at once again.
+        tid = await ledger.begin("GET", "/alone")
+        step = ledger.finish(tid, "completed", 1)
+        with pytest.raises(StopIteration):
+            step.send(None)
+        assert all(rows(db)[t]["state"] == "completed" for t in [*burst, tid])
+
+
+async def test_a_finish_that_ends_a_row_already_final_fails_at_once(tmp_path: Path) -> None:
+    """The commit at once keeps the rule: a row another worker ended stays as it is."""
+    db = tmp_path / "l.db"
+    async with SQLiteLedger(db, begin_delay=0) as ledger:
+        tid = await ledger.begin("GET", "/retired")
+        await ledger.flush()
+        with raw(db) as conn:
+            conn.execute("UPDATE transfers SET state = 'interrupted' WHERE id = ?", (tid,))
+        with pytest.raises(InvalidTransition, match="interrupted"):
+            await ledger.finish(tid, "completed", 1)
+        assert rows(db)[tid]["state"] == "interrupted"
+
+
 async def test_open_errors(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="no such directory"):
         await SQLiteLedger(tmp_path / "missing" / "l.db").open()

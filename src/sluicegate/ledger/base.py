@@ -30,6 +30,7 @@ from sluicegate.errors import ConfigError, LedgerError, UnknownTransfer
 from sluicegate.ledger.model import (
     ErrorInfo,
     Receipt,
+    StateName,
     TransferRecord,
     TransferState,
     Verdict,
@@ -136,7 +137,7 @@ class Ledger(abc.ABC):
     async def finish(
         self,
         transfer_id: str,
-        state: TransferState,
+        state: TransferState | StateName,
         bytes_sent: int,
         *,
         digest: str | None = None,
