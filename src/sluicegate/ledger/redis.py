@@ -18,10 +18,11 @@ call (begin and end together) in the next round trip. The scripts are loaded onc
 (and again if Redis lost them), not checked before every pipeline as redis-py's
 ``Script`` objects do in pipelines.
 
-The writes go out on one connection the ledger takes from the pool for its lifetime, as
-commands it packs itself: redis-py's pipeline object cost about 100 µs of CPU more per
-round trip, on the path a response waits for. Reads, receipts and heartbeats use the
-client as usual. A write that finds its connection broken is sent once more on a new one.
+The writes go out on one connection the ledger takes from the pool for its lifetime,
+packed by that connection and sent in one write: redis-py's pipeline object cost about
+100 µs of CPU more per round trip, on the path a response waits for. Reads, receipts
+and heartbeats use the client as usual. A write that finds its connection broken is
+sent once more on a new one.
 
 Durability is Redis's: a finish has *run* in Redis when it returns, so it survives a
 ``kill -9`` of this process; whether it survives one of Redis itself depends on Redis's
@@ -565,15 +566,15 @@ class RedisLedger(Ledger):
             slots.append(len(calls))
             calls.append((op.script, (op.tid, *op.args)))
             i += 1
-        payload = b"".join(
-            _pack(b"EVALSHA", self._shas[name], 1, self.prefix + args[0], *args[1:])
+        commands = [
+            ("EVALSHA", self._shas[name], 1, self.prefix + args[0], *args[1:])
             for name, args in calls
-        )
+        ]
         try:
-            replies = await self._round_trip(payload, len(calls))
+            replies = await self._round_trip(commands)
         except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
             log.info("ledger connection to redis lost (%s); sending again", exc)
-            replies = await self._round_trip(payload, len(calls))
+            replies = await self._round_trip(commands)
             replies = [
                 _as_asked(name, args, reply)
                 for (name, args), reply in zip(calls, replies, strict=True)
@@ -590,8 +591,9 @@ class RedisLedger(Ledger):
                     results.append(1 if _text(reply[0]) == "ok" else 0)
         return results
 
-    async def _round_trip(self, payload: bytes, replies: int) -> list[Any]:
-        """Send ``payload`` and read ``replies`` replies; an error reply is that call's.
+    async def _round_trip(self, commands: list[tuple[Any, ...]]) -> list[Any]:
+        """Send ``commands`` in one write and read a reply for each; an error reply is
+        that call's.
 
         Anything else (a broken connection, a timeout, cancellation) drops the
         connection, which the next round trip opens again.
@@ -599,8 +601,8 @@ class RedisLedger(Ledger):
         conn = await self._connection()
         out: list[Any] = []
         try:
-            await conn.send_packed_command(payload, check_health=False)
-            for _ in range(replies):
+            await conn.send_packed_command(conn.pack_commands(commands), check_health=False)
+            for _ in commands:
                 try:
                     out.append(await conn.read_response())
                 except ResponseError as exc:
@@ -614,9 +616,9 @@ class RedisLedger(Ledger):
         """The connection the ledger's writes go out on, taken from the pool once.
 
         Why not the client's pipeline: for the one or two small script calls a response
-        waits for, redis-py's pipeline (a pool checkout, command objects, its own packing
-        and response callbacks) cost about 100 µs of CPU more per round trip than these
-        bytes and a read of the replies on a connection held for the ledger's lifetime.
+        waits for, redis-py's pipeline (a pool checkout, command objects and response
+        callbacks) cost about 100 µs of CPU more per round trip than packing the calls
+        on a connection held for the ledger's lifetime and reading their replies.
         Only the flusher task writes on it, one round trip at a time.
         """
         if self._conn is None:
@@ -635,19 +637,6 @@ class RedisLedger(Ledger):
             repr(receipt.received_at), int(receipt.verified), receipt.reason,
         )  # fmt: skip
         return bool(done == 1)
-
-
-def _pack(*args: Any) -> bytes:
-    """One command in RESP: an array of bulk strings (what every Redis accepts).
-
-    >>> _pack(b"GET", "k")
-    b'*2\\r\\n$3\\r\\nGET\\r\\n$1\\r\\nk\\r\\n'
-    """
-    parts = [b"*%d\r\n" % len(args)]
-    for arg in args:
-        data = arg if type(arg) is bytes else str(arg).encode()
-        parts.append(b"$%d\r\n%s\r\n" % (len(data), data))
-    return b"".join(parts)
 
 
 def _as_asked(script: str, args: tuple[Any, ...], reply: Any) -> Any:
