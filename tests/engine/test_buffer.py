@@ -69,6 +69,8 @@ def test_the_buffer_keeps_order_framing_and_budget(ops: list[Any], limit: int, p
             in_flight.clear()
         assert buf.buffered == buf.queued + sum(in_flight)
         assert buf.taken == sum(in_flight)
+        # Everything queued on arrival, whatever became of it since.
+        assert buf.bytes_in == sum(len(c) for c, k in zip(offered, kept, strict=True) if k)
     # Drain what is left.
     while (got := buf.take(1 << 20)) is not None:
         out += bytes(got)

@@ -104,8 +104,8 @@ class ByteBuffer:
         "_sliced",
         "_sliced_left",
         "_tail",
+        "_turned_away",
         "buffered",
-        "bytes_in",
         "bytes_out",
         "dropped_bytes",
         "drops",
@@ -130,10 +130,11 @@ class ByteBuffer:
         self.buffered = 0
         #: bytes taken and not yet released: the message in flight
         self.taken = 0
-        self.bytes_in = 0
         self.bytes_out = 0
         self.drops = 0
         self.dropped_bytes = 0
+        # Dropped on arrival, never queued: in dropped_bytes but not in bytes_in.
+        self._turned_away = 0
 
     # -- in -------------------------------------------------------------------------
 
@@ -142,28 +143,28 @@ class ByteBuffer:
         """Whether a ``wait`` producer may put another chunk."""
         return self.buffered < self.limit
 
-    def append(self, chunk: Bytes, n: int, _small: int = SMALL, _coalesce: int = COALESCE) -> int:
+    def append(self, chunk: Bytes, n: int) -> int:
         """Queue ``chunk`` of ``n`` bytes whatever the budget says (the ``wait`` put).
 
         Small chunks join the tail; a chunk is never split here. Returns
-        :attr:`buffered`. Called once per row of a CSV export, hence the constants
-        bound as locals.
+        :attr:`buffered`. Called once per row of a CSV export: one counter to keep
+        (:attr:`bytes_in` is derived), the empty chunk tested off the common path,
+        no default arguments (a call with defaults costs more in CPython 3.11).
         """
-        if n < _small:
-            if not n:
-                return self.buffered
+        if n < SMALL:
             tail = self._tail
-            if tail is not None and len(tail) < _coalesce:
+            if tail is not None and len(tail) < COALESCE:
                 tail += chunk
-            else:
+            elif n:
                 self._tail = tail = bytearray(chunk)
                 self._queue.append(tail)
+            else:
+                return self.buffered
         else:
             self._queue.append(chunk)
             self._tail = None
-        self.bytes_in += n
-        self.buffered += n
-        return self.buffered
+        self.buffered = buffered = self.buffered + n
+        return buffered
 
     def put(self, chunk: Bytes) -> Put:
         """Queue ``chunk`` under the policy; see :class:`Put` for the outcomes."""
@@ -179,12 +180,12 @@ class ByteBuffer:
             if self.policy == "drop_newest" or not self._drop_oldest_for(n):
                 self.drops += 1
                 self.dropped_bytes += n
+                self._turned_away += n
                 return Put.DROPPED
         # Leaky policies drop whole chunks, so each must stay its own item.
         self._queue.append(chunk)
         self._tail = None
         self.buffered += n
-        self.bytes_in += n
         return Put.QUEUED
 
     def mark(self) -> None:
@@ -194,12 +195,10 @@ class ByteBuffer:
 
     def passed(self, n: int) -> None:
         """Count ``n`` bytes that went to the server without being queued."""
-        self.bytes_in += n
-        self.bytes_out += n
+        self.bytes_out += n  # and so bytes_in
 
     def in_flight(self, n: int) -> None:
         """Count ``n`` bytes being sent past the queue until :meth:`release`."""
-        self.bytes_in += n
         self.bytes_out += n
         self.buffered += n
         self.taken += n
@@ -231,6 +230,16 @@ class ByteBuffer:
         if keep is not None:
             q.appendleft(keep)
         return True
+
+    @property
+    def bytes_in(self) -> int:
+        """Bytes put in so far: queued, sent past the queue, or dropped after queueing.
+
+        Derived, not counted, so that :meth:`append` keeps one counter per row: every
+        byte put is still queued, taken (:attr:`bytes_out`, which counts what is in
+        flight too) or dropped from the queue.
+        """
+        return self.bytes_out + self.buffered - self.taken + self.dropped_bytes - self._turned_away
 
     # -- out ------------------------------------------------------------------------
 

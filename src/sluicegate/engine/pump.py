@@ -404,7 +404,7 @@ class Pump:
                 chunk = to_bytes(chunk, charset)
                 assert not isinstance(chunk, _Flush)
                 n = nbytes(chunk)
-            if limit <= n <= self._cap and not buffer.buffered and self.state is inline:
+            if n >= limit and n <= self._cap and not buffer.buffered and self.state is inline:
                 # Straight out: the same message the queue would make of it.
                 if channel.closed:
                     raise channel.error or ChannelClosed("the stream has ended")
@@ -412,8 +412,7 @@ class Pump:
                 blocked = self._step_send(chunk, n, n)
                 chunk = None
                 if blocked is None:
-                    buffer.bytes_in += n
-                    buffer.bytes_out += n
+                    buffer.bytes_out += n  # buffer.passed(n), inlined
                     if self._cap < burst:
                         self._grow()
                     # Nothing is queued: a plain turn of the loop (see _pause).
