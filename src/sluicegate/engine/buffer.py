@@ -88,6 +88,10 @@ def to_bytes(chunk: Any, charset: str) -> Bytes | _Flush:
     )
 
 
+#: The tail when there is none; never appended to (see ByteBuffer._tail_stop).
+_NO_TAIL: Final = bytearray()
+
+
 class ByteBuffer:
     """A FIFO of byte chunks held to ``limit`` bytes by ``policy``.
 
@@ -104,6 +108,7 @@ class ByteBuffer:
         "_sliced",
         "_sliced_left",
         "_tail",
+        "_tail_stop",
         "_turned_away",
         "buffered",
         "bytes_out",
@@ -118,8 +123,11 @@ class ByteBuffer:
         self.limit = limit
         self.policy: Policy = policy
         self._queue: deque[Bytes | _Flush] = deque()
-        # Small chunks are copied into this bytearray at the queue's tail.
-        self._tail: bytearray | None = None
+        # Small chunks are copied into this bytearray at the queue's tail while
+        # buffered is under _tail_stop (the tail is then under COALESCE bytes):
+        # one comparison per row, no len(). No tail: _NO_TAIL and -1.
+        self._tail = _NO_TAIL
+        self._tail_stop = -1
         # The queue's head is the rest of a chunk that started to leave.
         self._head_partial = False
         # A chunk handed out in slices stays alive whole until its last slice is
@@ -151,20 +159,27 @@ class ByteBuffer:
         (:attr:`bytes_in` is derived), the empty chunk tested off the common path,
         no default arguments (a call with defaults costs more in CPython 3.11).
         """
+        buffered = self.buffered
         if n < SMALL:
-            tail = self._tail
-            if tail is not None and len(tail) < COALESCE:
+            if buffered < self._tail_stop:
+                tail = self._tail
                 tail += chunk
             elif n:
                 self._tail = tail = bytearray(chunk)
+                self._tail_stop = buffered + COALESCE
                 self._queue.append(tail)
             else:
-                return self.buffered
+                return buffered
         else:
             self._queue.append(chunk)
-            self._tail = None
-        self.buffered = buffered = self.buffered + n
+            self._end_tail()
+        self.buffered = buffered = buffered + n
         return buffered
+
+    def _end_tail(self) -> None:
+        """Nothing more joins the tail: it is taken, or something follows it."""
+        self._tail = _NO_TAIL
+        self._tail_stop = -1
 
     def put(self, chunk: Bytes) -> Put:
         """Queue ``chunk`` under the policy; see :class:`Put` for the outcomes."""
@@ -184,14 +199,14 @@ class ByteBuffer:
                 return Put.DROPPED
         # Leaky policies drop whole chunks, so each must stay its own item.
         self._queue.append(chunk)
-        self._tail = None
+        self._end_tail()
         self.buffered += n
         return Put.QUEUED
 
     def mark(self) -> None:
         """End the current message (:data:`FLUSH`): what follows is not joined to it."""
         self._queue.append(FLUSH)
-        self._tail = None
+        self._end_tail()
 
     def passed(self, n: int) -> None:
         """Count ``n`` bytes that went to the server without being queued."""
@@ -202,6 +217,7 @@ class ByteBuffer:
         self.bytes_out += n
         self.buffered += n
         self.taken += n
+        self._tail_stop += n  # the tail's bytes did not change
 
     def _drop_oldest_for(self, n: int) -> bool:
         """Drop whole queued chunks, oldest first, until ``n`` more bytes fit.
@@ -225,6 +241,7 @@ class ByteBuffer:
                 continue
             size = nbytes(old)
             self.buffered -= size
+            self._tail_stop -= size
             self.drops += 1
             self.dropped_bytes += size
         if keep is not None:
@@ -273,7 +290,7 @@ class ByteBuffer:
         bytes stay in :attr:`buffered` until :meth:`release`.
         """
         # Whatever is taken must not grow any more (nor be resized under a view).
-        self._tail = None
+        self._end_tail()
         q = self._queue
         while q and q[0] is FLUSH:
             q.popleft()
@@ -320,6 +337,7 @@ class ByteBuffer:
         """Give back the budget of ``n`` taken bytes: the server has accepted them."""
         self.taken -= n
         self.buffered -= n
+        self._tail_stop -= n  # the tail's bytes did not change
         if self._sliced:
             # Messages go out one at a time: this one was a slice of that chunk.
             self._sliced_left -= n
