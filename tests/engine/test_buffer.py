@@ -16,6 +16,7 @@ OPS = st.lists(
         st.tuples(st.just("flush"), st.just(0)),
         st.tuples(st.just("take"), st.integers(1, 5000)),
         st.tuples(st.just("release"), st.just(0)),
+        st.tuples(st.just("past"), st.integers(0, 5000)),
     ),
     max_size=80,
 )
@@ -35,6 +36,7 @@ def test_the_buffer_keeps_order_framing_and_budget(ops: list[Any], limit: int, p
     out = bytearray()
     messages: list[bytes] = []
     in_flight: list[int] = []
+    past = 0  # bytes sent past the queue (in_flight)
     for op, arg in ops:
         if op == "put":
             chunk = bytes([len(offered) % 251 + 1]) * arg
@@ -50,6 +52,10 @@ def test_the_buffer_keeps_order_framing_and_budget(ops: list[Any], limit: int, p
             if outcome is Put.REFUSED:
                 assert policy == "error" and buf.buffered == before
                 assert before + arg > limit
+        elif op == "past":
+            buf.in_flight(arg)
+            in_flight.append(arg)
+            past += arg
         elif op == "flush":
             buf.mark()
             flushes.add(sum(len(c) for c, k in zip(offered, kept, strict=True) if k))
@@ -69,6 +75,8 @@ def test_the_buffer_keeps_order_framing_and_budget(ops: list[Any], limit: int, p
             in_flight.clear()
         assert buf.buffered == buf.queued + sum(in_flight)
         assert buf.taken == sum(in_flight)
+        # Everything queued on arrival, whatever became of it since.
+        assert buf.bytes_in == past + sum(len(c) for c, k in zip(offered, kept, strict=True) if k)
     # Drain what is left.
     while (got := buf.take(1 << 20)) is not None:
         out += bytes(got)
@@ -82,8 +90,8 @@ def test_the_buffer_keeps_order_framing_and_budget(ops: list[Any], limit: int, p
         assert bytes(out) == b"".join(offered)
     else:
         assert _is_whole_chunk_subsequence(bytes(out), offered)
-    assert sum(map(len, offered)) == buf.bytes_out + buf.dropped_bytes
-    assert buf.bytes_out == len(out)
+    assert past + sum(map(len, offered)) == buf.bytes_out + buf.dropped_bytes
+    assert buf.bytes_out == len(out) + past
     if policy == "wait":
         # No message spans a FLUSH.
         offset = 0
@@ -99,6 +107,50 @@ def _is_whole_chunk_subsequence(out: bytes, offered: list[bytes]) -> bool:
         if chunk and out.startswith(chunk, i):
             i += len(chunk)
     return i == len(out)
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    ops=st.lists(
+        st.one_of(
+            st.tuples(st.just("row"), st.integers(0, SMALL - 1)),
+            st.tuples(st.just("big"), st.integers(SMALL, 3 * SMALL)),
+            st.tuples(st.just("take"), st.integers(1, 3 * COALESCE)),
+            st.tuples(st.just("release"), st.just(0)),
+            st.tuples(st.just("past"), st.integers(1, 2 * COALESCE)),
+        ),
+        max_size=300,
+    )
+)
+def test_rows_join_the_tail_until_it_holds_the_coalescing_size(ops: list[Any]) -> None:
+    # White-box: the queue's last item is the tail. A row joins it while it is
+    # under COALESCE and nothing was taken or queued after it since; sends past
+    # the queue and releases (which move the budget, not the tail) change nothing.
+    buf = ByteBuffer(1 << 30)
+    tail: int | None = None  # the model: the open tail's length
+    in_flight: list[int] = []
+    for op, arg in ops:
+        if op == "row":
+            buf.append(b"r" * arg, arg)
+            if arg:
+                tail = tail + arg if tail is not None and tail < COALESCE else arg
+                last = buf._queue[-1]
+                assert isinstance(last, bytearray) and len(last) == tail
+        elif op == "big":
+            buf.append(b"b" * arg, arg)
+            tail = None
+        elif op == "take":
+            got = buf.take(arg)
+            tail = None
+            if got is not None:
+                in_flight.append(nbytes(got))
+        elif op == "release":
+            for n in in_flight:
+                buf.release(n)
+            in_flight.clear()
+        else:
+            buf.in_flight(arg)
+            in_flight.append(arg)
 
 
 def test_small_chunks_share_one_bytearray_up_to_the_coalescing_size() -> None:

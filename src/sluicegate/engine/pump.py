@@ -61,6 +61,7 @@ import asyncio
 import contextlib
 import contextvars
 import enum
+import functools
 import time
 import types
 from collections.abc import (
@@ -453,6 +454,7 @@ class Pump:
         limit = buffer.limit
         append = buffer.append if buffer.policy == "wait" else _put_with_policy(channel)
         inline = PumpState.INLINE
+        burst = self._burst
         async for chunk in chunks:
             if type(chunk) is bytes:
                 n = len(chunk)
@@ -466,19 +468,22 @@ class Pump:
                 chunk = to_bytes(chunk, charset)
                 assert not isinstance(chunk, _Flush)
                 n = nbytes(chunk)
-            if limit <= n <= self._cap and not buffer.buffered and self.state is inline:
+            if n >= limit and n <= self._cap and not buffer.buffered and self.state is inline:
                 # Straight out: the same message the queue would make of it.
                 if channel.closed:
                     raise channel.error or ChannelClosed("the stream has ended")
-                if self._send_at_once(chunk, n):
-                    buffer.bytes_in += n
-                    buffer.bytes_out += n
-                    chunk = None
+                # _send_at_once, inlined: this runs once per chunk of a fast download.
+                blocked = self._step_send(chunk, n, n)
+                chunk = None
+                if blocked is None:
+                    buffer.bytes_out += n  # buffer.passed(n), inlined
+                    if self._cap < burst:
+                        self._grow()
                     # Nothing is queued: a plain turn of the loop (see _pause).
-                    await _next_turn()
+                    await _NEXT_TURN
                 else:
+                    self._must_wait(blocked, n)
                     buffer.in_flight(n)  # counted until the sender is done with it
-                    chunk = None
                     await self._wait_for_room()
                 if channel.closed:
                     return
@@ -585,51 +590,62 @@ class Pump:
             buffer.release(n)
         # else: the bytes stay taken until the sender has finished sending them
 
-    def _send_at_once(self, chunk: Bytes, n: int) -> bool:
+    def _send_at_once(self, chunk: Bytes, n: int, held: int = 0) -> bool:
         """Start sending ``chunk`` (``n`` bytes); True if the server took it at once.
 
         If the server must wait for the client, the rest of the send moves to a
         sender task. The hot path of every fast download: one call per message,
-        everything inline.
+        everything inline. ``held``: see :meth:`_step_send`.
         """
-        blocked = self._step_send(chunk, n)
+        blocked = self._step_send(chunk, n, held)
         if blocked is None:
             if self._cap < self._burst:
-                self._cap = min(self._cap * 2, self._burst)
+                self._grow()
             return True
-        self._cap = self.max_message
-        self._hand_over(blocked, n)
+        self._must_wait(blocked, n)
         return False
 
-    def _step_send(self, chunk: Bytes, n: int) -> _Resume | None:
+    def _grow(self) -> None:
+        """The server took a message at once: the next may be twice as large."""
+        self._cap = min(self._cap * 2, self._burst)
+
+    def _must_wait(self, blocked: _Resume, n: int) -> None:
+        """A send must wait for the client: messages shrink back, a sender finishes it."""
+        self._cap = self.max_message
+        self._hand_over(blocked, n)
+
+    def _step_send(self, chunk: Bytes, n: int, held: int = 0) -> _Resume | None:
         """Start sending ``chunk`` (``n`` bytes); None if the server took it at once.
 
         Stepped by hand to learn that without a task switch. Otherwise the half-run
         send is returned, for :meth:`_wait_for_client` to finish (which then counts
-        it); taken at once, it is counted and judged here.
+        it); taken at once, it is counted and judged here. ``held``, when the caller
+        knows it, is what the stream holds while this is sent (otherwise the buffer's
+        :attr:`~ByteBuffer.held`, or the chunk itself when it was sent past the queue).
         """
         if self.digester is not None:
             self.digester.update(chunk)
         metrics = self.metrics
         # Held while it is sent: what the buffer keeps alive, or (sent past the
         # queue) the chunk itself.
-        held = self._buffer.held or n
+        held = held or self._buffer.held or n
         if held > metrics.peak_buffered:
             metrics.peak_buffered = held
         metrics.bytes_buffered = held
         # ASGI promises an awaitable, not a coroutine: its iterator may have no
-        # send() (granian), so it is advanced with next().
+        # send() (granian), so it is advanced with next(). Its default tells a send
+        # that finished at once without raising StopIteration (half the cost).
         message = {"type": "http.response.body", "body": chunk, "more_body": True}
         step = self._send(message).__await__()
         try:
-            waiting_on = next(step)
-        except StopIteration:
+            waiting_on = next(step, _AT_ONCE)
+        except OSError as exc:  # ASGI 2.4: the client is gone (send_errors, inlined)
+            raise disconnected(exc) from exc
+        if waiting_on is _AT_ONCE:
             metrics.bytes_sent += n
             if self.guard is not None:
                 self._judge(n, 0.0)
             return None
-        except OSError as exc:  # ASGI 2.4: the client is gone (send_errors, inlined)
-            raise disconnected(exc) from exc
         return _Resume(step, waiting_on)
 
     # -- sending from a sender task ------------------------------------------------------
@@ -788,10 +804,28 @@ def _put_with_policy(channel: Channel) -> Callable[[Bytes, int], int]:
     return put
 
 
-@types.coroutine
-def _next_turn() -> Generator[None, None, None]:
-    """Let the event loop turn once (``asyncio.sleep(0)`` without its overhead)."""
-    yield
+class _NextTurn:
+    """``await _NEXT_TURN`` lets the event loop turn once: ``asyncio.sleep(0)``, cheaper.
+
+    Awaiting it yields None once, a bare yield, so the task is rescheduled with
+    ``call_soon`` behind everything that is ready and the loop polls for I/O before
+    it runs again: a real turn. Its ``__await__`` is a C-level iterator over
+    ``(None,)``, so no generator or Python frame is made per turn (about 90 ns less
+    than a ``types.coroutine`` generator, measured with uvloop); the pump takes one
+    after every message of a fast download.
+    """
+
+    __slots__ = ()
+    # Not a function, so not bound: called with no arguments, it returns a fresh
+    # iterator that yields None once.
+    __await__ = functools.partial(iter, (None,))
+
+
+_NEXT_TURN: Final = _NextTurn()
+
+
+#: What ``next(step, ...)`` returns when a stepped send finished at once.
+_AT_ONCE: Final = object()
 
 
 def _sender_task(drain: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
