@@ -426,7 +426,8 @@ class Pump:
         """
         assert self._context is not None
         try:
-            blocked = self._context.run(self._step_send, chunk, n)
+            # Nothing else is held while it waits: the chunk is what the stream holds.
+            blocked = self._context.run(self._step_send, chunk, n, n)
         except Exception as exc:  # the client left, a guard's verdict, a server bug
             self._parked_error = exc
             return False
