@@ -4,6 +4,7 @@ was sampled is still written."""
 from __future__ import annotations
 
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -119,6 +120,8 @@ def test_ctrl_c_ends_a_session_without_load_command(tmp_path: Path) -> None:
         [sys.executable, "-m", "sluicegate", "doctor", "-o", str(out), "--", *SERVER],
         stderr=subprocess.PIPE,
         text=True,
+        # Its own process group: if the test gives up, the server it started goes too.
+        start_new_session=True,
     )
     try:
         assert doctor_proc.stderr is not None
@@ -130,7 +133,7 @@ def test_ctrl_c_ends_a_session_without_load_command(tmp_path: Path) -> None:
         rest = doctor_proc.communicate(timeout=90)[1]
     finally:
         if doctor_proc.poll() is None:
-            doctor_proc.kill()
+            os.killpg(doctor_proc.pid, signal.SIGKILL)
             doctor_proc.wait()
     assert doctor_proc.returncode == 0, rest
     report = json.loads(out.with_suffix(".json").read_text())
