@@ -16,16 +16,15 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import sys
 import time
-from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
 import httpx
 
 from sluicegate.client.sse_swarm import sse_swarm
+from sluicegate.demo.load import write_run
 from sluicegate.errors import ConfigError
 
 __all__ = ["main", "run_feed_load"]
@@ -93,8 +92,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seconds", type=float, default=5.0)
     parser.add_argument("--out", required=True)
     args = parser.parse_args(argv)
-    try:
-        doc = asyncio.run(
+
+    def measure() -> dict[str, Any]:
+        return asyncio.run(
             run_feed_load(
                 args.url,
                 clients=args.clients,
@@ -105,11 +105,8 @@ def main(argv: list[str] | None = None) -> int:
                 seconds=args.seconds,
             )
         )
-    except (ConfigError, httpx.HTTPError) as exc:
-        print(f"Error: {exc}", file=sys.stderr)
-        return 2
-    Path(args.out).write_text(json.dumps(doc), encoding="utf-8")
-    return 0
+
+    return write_run(args.out, measure, (ConfigError, httpx.HTTPError))
 
 
 if __name__ == "__main__":
