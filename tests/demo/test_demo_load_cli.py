@@ -27,7 +27,7 @@ def test_only_the_named_errors_become_exit_2(tmp_path: Path) -> None:
     assert not list(tmp_path.iterdir())  # nothing half-written
 
 
-@pytest.mark.parametrize("command", [load.main])
+@pytest.mark.parametrize("command", [load.main, feedload.main])
 def test_a_bad_url_is_one_line_and_exit_2(
     command: object, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

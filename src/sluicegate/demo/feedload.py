@@ -54,6 +54,11 @@ async def run_feed_load(
         sse_swarm([url], clients=clients, mix=mix, duration=CONNECT_TIMEOUT + seconds * 4 + 60,
                   reconnect=True, stop=stop)
     )  # fmt: skip
+    # The swarm checks its settings before its first await: one turn of the loop
+    # turns a bad one into this run's error (one line), not a task that fails unseen.
+    await asyncio.sleep(0)
+    if swarm.done():
+        swarm.result()
     doc: dict[str, Any] = {"policy": policy, "clients": clients, "slow_share": slow}
     async with httpx.AsyncClient(base_url=base, timeout=10) as http:
         started = time.monotonic()
