@@ -60,7 +60,7 @@ def serving(*args: str) -> Iterator[tuple[int, subprocess.Popen[str]]]:
         argv, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True
     )
     try:
-        wait_for_port(proc, port, "sluicegate serve", timeout=20)
+        wait_for_port(proc, port, "sluicegate serve", timeout=60)  # a busy machine starts slowly
         yield port, proc
     finally:
         stop(proc)
