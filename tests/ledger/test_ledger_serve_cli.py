@@ -106,11 +106,7 @@ def test_workers_each_set_up_the_ledger_and_the_guard(tmp_path: Path) -> None:
         deadline = time.monotonic() + 60  # two processes start up on a busy machine
         while True:  # both workers have opened the ledger: one live owner each
             owners = owner_pids(db)
-            workers = {
-                p.pid
-                for p in psutil.Process(proc.pid).children()
-                if "resource_tracker" not in " ".join(p.cmdline())
-            }
+            workers = worker_pids(proc.pid)
             if len(workers) == 2 and workers <= owners:
                 break
             assert time.monotonic() < deadline, (workers, owners)
@@ -143,3 +139,13 @@ def owner_pids(db: Path) -> set[int]:
             return {pid for (pid,) in conn.execute("SELECT pid FROM owners")}
     except sqlite3.OperationalError:  # no file, no table yet, or locked for a moment
         return set()
+
+
+def worker_pids(master: int) -> set[int]:
+    """The serving processes under ``master`` (not multiprocessing's resource tracker)."""
+    pids = set()
+    for child in psutil.Process(master).children():
+        with contextlib.suppress(psutil.Error):  # it ended while we looked
+            if "resource_tracker" not in " ".join(child.cmdline()):
+                pids.add(child.pid)
+    return pids
