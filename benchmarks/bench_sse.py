@@ -50,7 +50,7 @@ import psutil
 from benchmarks.bench_ledger import redis_server
 from benchmarks.bench_slowread import free_port, wait_for_port
 from sluicegate.client.sse_swarm import raise_fd_limit
-from sluicegate.client.swarm import percentile
+from sluicegate.client.sse_tally import Tally, merged
 
 ROOT = Path(__file__).resolve().parent.parent
 KiB = 1024
@@ -93,10 +93,8 @@ class Run:
     connect_seconds: float = 0.0
     published: int = 0
     offered: int = 0
-    delivered: int = 0
-    lost: int = 0
-    duplicated: int = 0
-    latencies: array[float] = field(default_factory=lambda: array("d"))
+    #: what the subscribers that read (all but the stalled) got, over every client process
+    readers: Tally = field(default_factory=lambda: Tally("readers", 0))
     rss_idle: int = 0
     rss_connected: int = 0
     rss_peak: int = 0
@@ -108,11 +106,25 @@ class Run:
     #: the machine's 1-minute load average before and after the run (2 cores, shared)
     loadavg: tuple[float, float] = (0.0, 0.0)
     problem: str | None = None
-    errors: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def delivered(self) -> int:
+        """Distinct events the readers got."""
+        return self.readers.events
+
+    @property
+    def lost(self) -> int:
+        """Events offered and never delivered (a number skipped, or none received)."""
+        return max(self.readers.lost, self.offered - self.delivered)
+
+    @property
+    def duplicated(self) -> int:
+        """Events the readers got again."""
+        return self.readers.duplicated
 
     def p(self, q: float) -> float | None:
         """Latency percentile, seconds."""
-        return percentile(self.latencies, q)
+        return self.readers.latency(q)
 
     @property
     def rss_per_subscriber(self) -> float:
@@ -241,25 +253,19 @@ def _wait_subscribed(
 
 
 def _tally(run: Run, docs: list[dict[str, Any]]) -> None:
-    readers = 0
+    readers = []
     for doc in docs:
         for c in doc["classes"]:
             if c["label"] == "stall":
                 continue  # they read nothing: not offered, not counted
-            readers += c["subscribers"]
-            run.delivered += c["events"]
-            run.lost += c["lost"]
-            run.duplicated += c["duplicated"]
-            for k, v in c["errors"].items():
-                run.errors[k] = run.errors.get(k, 0) + v
+            latencies = array("d")
             path = doc["samples"][c["label"]]
             with open(path, "rb") as f:
-                size = os.fstat(f.fileno()).st_size // 8
-                run.latencies.fromfile(f, size)
+                latencies.fromfile(f, os.fstat(f.fileno()).st_size // 8)
+            readers.append(Tally.from_dict(c, latencies))
         run.connected += doc["connected"]
-    run.offered = run.published * readers
-    # Never counted as delivered: a number skipped (lost) or never received at all.
-    run.lost = max(run.lost, run.offered - run.delivered)
+    run.readers = merged(readers, "readers")
+    run.offered = run.published * run.readers.subscribers
 
 
 def measure(variant: str, load: Load, procs: int, workdir: Path) -> Run:

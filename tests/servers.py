@@ -62,6 +62,18 @@ def unread_bytes(sock: socket.socket) -> int:
     return int(struct.unpack("i", buf)[0])
 
 
+#: ``tcp_state`` of a connection both ends still hold open (include/net/tcp_states.h).
+TCP_ESTABLISHED = 1
+
+
+def tcp_state(sock: socket.socket) -> int:
+    """The kernel's TCP state of ``sock`` (the first byte of ``struct tcp_info``).
+
+    Tells a client that reads nothing whether the server hung up (reset or closed).
+    """
+    return sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, 1)[0]
+
+
 def server_side_fd(client: socket.socket) -> int:
     """The fd of the accepted socket that talks to ``client``, in this process."""
     import psutil

@@ -6,6 +6,7 @@ import json
 import os
 import random
 from pathlib import Path
+from typing import Any
 
 import pytest
 from click.testing import CliRunner
@@ -117,6 +118,32 @@ def test_swarm_bad_input_is_one_line_and_exit_2(args: list[str], message: str) -
     result = CliRunner().invoke(swarm_command, args)
     assert result.exit_code == 2
     assert message in _one_line_error(result.output)
+
+
+@pytest.mark.parametrize(
+    ("command", "args", "target", "interrupted"),
+    [
+        (fetch_command, [], "fetch", "interrupted: any FILE.part is kept for --resume"),
+        (swarm_command, [], "swarm", "interrupted"),
+        (swarm_command, ["--sse"], "sse_swarm", "interrupted"),
+    ],
+)
+def test_an_interrupt_or_a_bug_is_one_line(
+    monkeypatch: pytest.MonkeyPatch, command: Any, args: list[str], target: str, interrupted: str
+) -> None:
+    tool = command.name
+    for raised, code, line in [
+        (KeyboardInterrupt(), 130, interrupted),
+        (RuntimeError("boom"), 1, f"sluicegate {tool}: internal error: RuntimeError: boom"),
+    ]:
+
+        async def broken(*_: object, raised: BaseException = raised, **__: object) -> None:
+            raise raised
+
+        monkeypatch.setattr(f"sluicegate.client.cli.{target}", broken)
+        result = CliRunner().invoke(command, ["http://127.0.0.1:9/", *args])
+        assert result.exit_code == code, result.output
+        assert _one_line_error(result.output) == line
 
 
 def test_swarm_json_and_table(server) -> None:

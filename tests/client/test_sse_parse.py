@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import doctest
+import json
+
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from sluicegate.client import sse_tally
 from sluicegate.client.sse_parse import (
     ChunkedDecoder,
     EventParser,
@@ -136,3 +140,16 @@ def test_tally_merge_and_dict() -> None:
     assert (total.subscribers, total.events, total.lost, total.duplicated) == (3, 3, 1, 1)
     assert total.latency(50) == 0.002 and total.to_dict()["latency_max"] == 0.5
     assert len(b.errors) == 5  # at most five distinct messages are kept
+
+
+def test_a_tally_survives_its_dict_and_merges_across_processes() -> None:
+    a = Tally("fast", 2, connected=2, reconnects=1, events=9, lost=1, bytes=900)
+    a.latencies.extend([0.1, 0.3])
+    a.error("reset")
+    back = Tally.from_dict(json.loads(json.dumps(a.to_dict())), a.latencies)
+    assert back == a
+    assert merged([back, back]).to_dict() == merged([a, a]).to_dict()
+
+
+def test_the_tally_examples_hold() -> None:
+    assert doctest.testmod(sse_tally).failed == 0

@@ -19,7 +19,7 @@ from click.testing import CliRunner
 from sluicegate.cli import main
 from sluicegate.cli.serve import ProcessSettings, bind_socket
 from sluicegate.engine.response import defaults
-from tests.servers import read_headers, request, stop, wait_for_port
+from tests.servers import TCP_ESTABLISHED, read_headers, request, stop, tcp_state, wait_for_port
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -60,7 +60,7 @@ def serving(*args: str) -> Iterator[tuple[int, subprocess.Popen[str]]]:
         argv, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True
     )
     try:
-        wait_for_port(proc, port, "sluicegate serve", timeout=20)
+        wait_for_port(proc, port, "sluicegate serve", timeout=60)  # a busy machine starts slowly
         yield port, proc
     finally:
         stop(proc)
@@ -103,15 +103,10 @@ def test_workers_each_set_up_the_ledger_and_the_guard(tmp_path: Path) -> None:
     db = tmp_path / "transfers.db"
     args = ("--workers", "2", "--ledger", str(db), "--stall-timeout", "1s", "--sndbuf", "64K")
     with serving(*args) as (port, proc):
-        deadline = time.monotonic() + 20
+        deadline = time.monotonic() + 60  # two processes start up on a busy machine
         while True:  # both workers have opened the ledger: one live owner each
-            with contextlib.closing(sqlite3.connect(db)) as conn:
-                owners = {pid for (pid,) in conn.execute("SELECT pid FROM owners")}
-            workers = {
-                p.pid
-                for p in psutil.Process(proc.pid).children()
-                if "resource_tracker" not in " ".join(p.cmdline())
-            }
+            owners = owner_pids(db)
+            workers = worker_pids(proc.pid)
             if len(workers) == 2 and workers <= owners:
                 break
             assert time.monotonic() < deadline, (workers, owners)
@@ -123,10 +118,34 @@ def test_workers_each_set_up_the_ledger_and_the_guard(tmp_path: Path) -> None:
         size = 50 * 2**20
         with contextlib.closing(request(port, f"/download?size={size}", rcvbuf=4096)) as stalled:
             _, first = read_headers(stalled)
-            time.sleep(2.5)  # read nothing: past the 1 s stall timeout
+            # Read nothing until the server hangs up: 1 s after its buffers filled,
+            # however long filling them took (the default stall timeout is 60 s).
+            hung_up = time.monotonic() + 30
+            while tcp_state(stalled) == TCP_ESTABLISHED:
+                assert time.monotonic() < hung_up, "the stalled reader was not cut"
+                time.sleep(0.05)
             got = len(first)
             stalled.settimeout(10)
             with contextlib.suppress(ConnectionResetError):
                 while chunk := stalled.recv(1 << 16):
                     got += len(chunk)
         assert got < size / 10
+
+
+def owner_pids(db: Path) -> set[int]:
+    """The pids of the ledger's owners; none while the file or its tables are not made yet."""
+    try:
+        with contextlib.closing(sqlite3.connect(f"file:{db}?mode=ro", uri=True)) as conn:
+            return {pid for (pid,) in conn.execute("SELECT pid FROM owners")}
+    except sqlite3.OperationalError:  # no file, no table yet, or locked for a moment
+        return set()
+
+
+def worker_pids(master: int) -> set[int]:
+    """The serving processes under ``master`` (not multiprocessing's resource tracker)."""
+    pids = set()
+    for child in psutil.Process(master).children():
+        with contextlib.suppress(psutil.Error):  # it ended while we looked
+            if "resource_tracker" not in " ".join(child.cmdline()):
+                pids.add(child.pid)
+    return pids

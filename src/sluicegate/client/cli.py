@@ -10,7 +10,7 @@ import json
 import sys
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import Any, TypeVar
 
 import click
 
@@ -28,6 +28,8 @@ from sluicegate.units import (
 )
 
 __all__ = ["fetch_command", "swarm_command"]
+
+T = TypeVar("T")
 
 FETCH_EPILOG = """\b
 Exit codes:
@@ -200,16 +202,11 @@ def fetch_command(
         "headers": _parse_headers(headers),
     }
     show_bar = not (quiet or as_json) and sys.stderr.isatty()
-    try:
-        result = asyncio.run(_run_fetch(url, options, show_bar))
-    except ConfigError as exc:
-        fail(str(exc))
-    except KeyboardInterrupt:
-        click.echo("interrupted: any FILE.part is kept for --resume", err=True)
-        sys.exit(130)
-    except Exception as exc:  # a bug: still one line, never a traceback
-        click.echo(f"sluicegate fetch: internal error: {type(exc).__name__}: {exc}", err=True)
-        sys.exit(int(ExitCode.UNEXPECTED))
+    result = _one_line_errors(
+        "fetch",
+        "interrupted: any FILE.part is kept for --resume",
+        lambda: asyncio.run(_run_fetch(url, options, show_bar)),
+    )
     if as_json:
         click.echo(json.dumps(result.to_dict()))
     if result.exit_code != ExitCode.OK:
@@ -313,22 +310,31 @@ def _print_sse_swarm(result: SSESwarmResult) -> None:
             console.print(f"[red]{c.label}: {count} x {message}[/red]")
 
 
-def _run_swarm(run: Callable[[], Any], as_json: bool, show: Callable[[Any], None]) -> None:
-    """Run a swarm (``run()`` gives its result), then print JSON or ``show`` it.
+def _one_line_errors(tool: str, interrupted: str, run: Callable[[], T]) -> T:
+    """``run()``'s result; every way it can fail is one line on stderr and an exit.
 
-    Every way it can fail is one line: a bad setting exits 2, an interrupt 130, a bug
-    the tool's own code, never a traceback.
+    A bad setting exits 2 (``Error: ...``), an interrupt 130 (``interrupted``, the
+    tool's own words), a bug 1 (``sluicegate TOOL: internal error: ...``): never a
+    traceback.
     """
     try:
-        result = run()
+        return run()
     except ConfigError as exc:
         fail(str(exc))
     except KeyboardInterrupt:
-        click.echo("interrupted", err=True)
+        click.echo(interrupted, err=True)
         sys.exit(130)
     except Exception as exc:  # a bug: still one line, never a traceback
-        click.echo(f"sluicegate swarm: internal error: {type(exc).__name__}: {exc}", err=True)
+        click.echo(f"sluicegate {tool}: internal error: {type(exc).__name__}: {exc}", err=True)
         sys.exit(int(ExitCode.UNEXPECTED))
+
+
+def _run_swarm(run: Callable[[], Any], as_json: bool, show: Callable[[Any], None]) -> None:
+    """Run a swarm (``run()`` gives its result), then print JSON or ``show`` it.
+
+    Failures are one line each (:func:`_one_line_errors`).
+    """
+    result = _one_line_errors("swarm", "interrupted", run)
     if as_json:
         click.echo(json.dumps(result.to_dict()))
     else:

@@ -126,6 +126,25 @@ class Tally:
         self.lost += seq.lost
         self.duplicated += seq.duplicated
 
+    @classmethod
+    def from_dict(cls, doc: dict[str, Any], latencies: Iterable[float] = ()) -> Tally:
+        """The tally :meth:`to_dict` wrote, counts and errors; its samples, which
+        ``to_dict`` leaves out, from ``latencies`` (to merge other processes' tallies).
+
+        >>> t = Tally("fast", 2, events=5, errors={"reset": 1})
+        >>> Tally.from_dict(t.to_dict(), [0.25]) == Tally("fast", 2, events=5,
+        ...     latencies=array("d", [0.25]), errors={"reset": 1})
+        True
+        """
+        counts = {name: doc[name] for name in _COUNTS}
+        return cls(
+            doc["label"],
+            doc["subscribers"],
+            **counts,
+            latencies=array("d", latencies),
+            errors=dict(doc["errors"]),
+        )
+
     def latency(self, q: float) -> float | None:
         """Latency percentile over every stamped event, seconds."""
         return percentile(self.latencies, q)
@@ -135,15 +154,7 @@ class Tally:
         return {
             "label": self.label,
             "subscribers": self.subscribers,
-            "connected": self.connected,
-            "reconnects": self.reconnects,
-            "events": self.events,
-            "lost": self.lost,
-            "duplicated": self.duplicated,
-            "unstamped": self.unstamped,
-            "resyncs": self.resyncs,
-            "heartbeats": self.heartbeats,
-            "bytes": self.bytes,
+            **{name: getattr(self, name) for name in _COUNTS},
             "latency_p50": _round(self.latency(50)),
             "latency_p99": _round(self.latency(99)),
             "latency_max": _round(max(self.latencies) if self.latencies else None),
@@ -151,20 +162,27 @@ class Tally:
         }
 
 
+#: The fields of a :class:`Tally` that are plain counts, summed by :func:`merged`.
+_COUNTS = (
+    "connected",
+    "reconnects",
+    "events",
+    "lost",
+    "duplicated",
+    "unstamped",
+    "resyncs",
+    "heartbeats",
+    "bytes",
+)
+
+
 def merged(tallies: Iterable[Tally], label: str = "all") -> Tally:
     """One tally summing ``tallies`` (latency samples concatenated)."""
     out = Tally(label, 0)
     for t in tallies:
         out.subscribers += t.subscribers
-        out.connected += t.connected
-        out.reconnects += t.reconnects
-        out.events += t.events
-        out.lost += t.lost
-        out.duplicated += t.duplicated
-        out.unstamped += t.unstamped
-        out.resyncs += t.resyncs
-        out.heartbeats += t.heartbeats
-        out.bytes += t.bytes
+        for name in _COUNTS:
+            setattr(out, name, getattr(out, name) + getattr(t, name))
         out.latencies.extend(t.latencies)
         for k, v in t.errors.items():
             out.errors[k] = out.errors.get(k, 0) + v

@@ -16,16 +16,15 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import sys
 import time
-from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
 import httpx
 
 from sluicegate.client.sse_swarm import sse_swarm
+from sluicegate.demo.load import write_run
 from sluicegate.errors import ConfigError
 
 __all__ = ["main", "run_feed_load"]
@@ -55,6 +54,11 @@ async def run_feed_load(
         sse_swarm([url], clients=clients, mix=mix, duration=CONNECT_TIMEOUT + seconds * 4 + 60,
                   reconnect=True, stop=stop)
     )  # fmt: skip
+    # The swarm checks its settings before its first await: one turn of the loop
+    # turns a bad one into this run's error (one line), not a task that fails unseen.
+    await asyncio.sleep(0)
+    if swarm.done():
+        swarm.result()
     doc: dict[str, Any] = {"policy": policy, "clients": clients, "slow_share": slow}
     async with httpx.AsyncClient(base_url=base, timeout=10) as http:
         started = time.monotonic()
@@ -93,8 +97,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seconds", type=float, default=5.0)
     parser.add_argument("--out", required=True)
     args = parser.parse_args(argv)
-    try:
-        doc = asyncio.run(
+
+    def measure() -> dict[str, Any]:
+        return asyncio.run(
             run_feed_load(
                 args.url,
                 clients=args.clients,
@@ -105,11 +110,8 @@ def main(argv: list[str] | None = None) -> int:
                 seconds=args.seconds,
             )
         )
-    except (ConfigError, httpx.HTTPError) as exc:
-        print(f"Error: {exc}", file=sys.stderr)
-        return 2
-    Path(args.out).write_text(json.dumps(doc), encoding="utf-8")
-    return 0
+
+    return write_run(args.out, measure, (ConfigError, httpx.HTTPError))
 
 
 if __name__ == "__main__":

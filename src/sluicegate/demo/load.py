@@ -18,6 +18,7 @@ import json
 import sys
 import time
 import urllib.request
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -25,7 +26,7 @@ from urllib.parse import urlsplit
 from sluicegate.client import FetchCounters, fetch
 from sluicegate.errors import ConfigError
 
-__all__ = ["main", "run_load"]
+__all__ = ["main", "run_load", "write_run"]
 
 
 async def run_load(
@@ -87,7 +88,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--pause-for", type=float, default=None)
     parser.add_argument("--out", required=True)
     args = parser.parse_args(argv)
-    try:
+
+    def measure() -> dict[str, Any]:
         fetched = asyncio.run(
             run_load(
                 args.url,
@@ -97,12 +99,29 @@ def main(argv: list[str] | None = None) -> int:
                 pause_for=args.pause_for,
             )
         )
-    except ConfigError as exc:
+        scenario = urlsplit(args.url).path.strip("/")
+        return {"fetch": fetched, "server": _stats(args.url, scenario)}
+
+    return write_run(args.out, measure)
+
+
+def write_run(
+    out: str,
+    measure: Callable[[], dict[str, Any]],
+    errors: tuple[type[Exception], ...] = (ConfigError,),
+) -> int:
+    """Write ``measure()``'s JSON to ``out`` and return 0, or 2 after one ``Error:`` line.
+
+    The exit status of both load commands (this one and
+    :mod:`sluicegate.demo.feedload`): a run that went badly is data, written all the
+    same; only a setting the run could not start with (one of ``errors``) fails it.
+    """
+    try:
+        doc = measure()
+    except errors as exc:
         print(f"Error: {exc}", file=sys.stderr)
         return 2
-    scenario = urlsplit(args.url).path.strip("/")
-    doc = {"fetch": fetched, "server": _stats(args.url, scenario)}
-    Path(args.out).write_text(json.dumps(doc), encoding="utf-8")
+    Path(out).write_text(json.dumps(doc), encoding="utf-8")
     return 0
 
 

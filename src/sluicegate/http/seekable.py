@@ -127,32 +127,36 @@ def take(iterator: Iterator[bytes], n: int) -> Iterator[bytes]:
     """
     left = n
     while left > 0:
-        chunk = next(iterator, None)
-        if chunk is None:
-            raise SourceChanged(f"the source ended {left} bytes before the end of the range")
-        size = len(chunk)
-        if size >= left:
-            yield chunk if size == left else bytes(memoryview(chunk)[:left])
-            return
-        if size:
-            yield chunk
-            left -= size
+        piece, left = _cut(next(iterator, None), left)
+        if piece:
+            yield piece
 
 
 async def atake(iterator: AsyncIterator[bytes], n: int) -> AsyncIterator[bytes]:
-    """The async twin of :func:`take`."""
+    """The async twin of :func:`take` (the same cutting, :func:`_cut`)."""
     left = n
     while left > 0:
-        chunk = await anext(iterator, None)
-        if chunk is None:
-            raise SourceChanged(f"the source ended {left} bytes before the end of the range")
-        size = len(chunk)
-        if size >= left:
-            yield chunk if size == left else bytes(memoryview(chunk)[:left])
-            return
-        if size:
-            yield chunk
-            left -= size
+        piece, left = _cut(await anext(iterator, None), left)
+        if piece:
+            yield piece
+
+
+def _cut(chunk: bytes | None, left: int) -> tuple[bytes, int]:
+    """(what to send of ``chunk``, the bytes still owed after it), ``left`` owed before.
+
+    Sans-IO, the one definition :func:`take` and :func:`atake` share: a chunk that
+    reaches past the end is cut there, and the end of the iterator (None) before
+    ``left`` reaches 0 is an error.
+
+    >>> _cut(b"abcdef", 4), _cut(b"ab", 4), _cut(b"", 4)
+    ((b'abcd', 0), (b'ab', 2), (b'', 4))
+    """
+    if chunk is None:
+        raise SourceChanged(f"the source ended {left} bytes before the end of the range")
+    size = len(chunk)
+    if size >= left:
+        return (chunk if size == left else bytes(memoryview(chunk)[:left])), 0
+    return chunk, left - size
 
 
 _TOKEN_SAFE = re.compile(r"[\x20-\x7e]")
@@ -310,6 +314,10 @@ class SeekableResponse(Response):
             high_water_mark=self.high_water_mark,
             content_length=length,
         )(scope, receive, send)
+
+
+# The two bodies below are the thin sync and async layers of one walk of the plan:
+# they differ only where they touch the source (iterate, close), so they stay two.
 
 
 def _sync_body(

@@ -7,6 +7,8 @@ at the stream's **last byte**, not when the handler returned its response object
 a client that left is recorded as status **499**, as nginx logs it.
 
 * :mod:`sluicegate.observe.outcome`: one finished stream as plain values (sans-IO);
+* :mod:`sluicegate.observe.observer`: ``install()`` / ``uninstall()`` and the histogram
+  buckets, shared by both exporters;
 * :mod:`sluicegate.observe.otel`: spans and metrics through the OpenTelemetry API
   (extra ``[otel]``);
 * :mod:`sluicegate.observe.prometheus`: metrics through ``prometheus_client``

@@ -58,7 +58,8 @@ except ModuleNotFoundError as exc:  # say which extra brings it
         name=exc.name,
     ) from exc
 
-from sluicegate.engine.metrics import REGISTRY, Registry, StreamMetrics
+from sluicegate.engine.metrics import StreamMetrics
+from sluicegate.observe.observer import DURATION_BUCKETS, TTFB_BUCKETS, InstalledObserver
 from sluicegate.observe.outcome import StreamOutcome, outcome_of
 
 __all__ = ["SCOPE", "SPAN_NAME", "OpenTelemetryObserver"]
@@ -67,12 +68,8 @@ __all__ = ["SCOPE", "SPAN_NAME", "OpenTelemetryObserver"]
 SCOPE = "sluicegate"
 SPAN_NAME = "sluicegate.stream"
 
-# Streams last from milliseconds to hours; the SDK's default boundaries stop at 10 s.
-_DURATION_BUCKETS = (0.005, 0.025, 0.1, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 900, 3600)
-_TTFB_BUCKETS = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
 
-
-class OpenTelemetryObserver:
+class OpenTelemetryObserver(InstalledObserver):
     """Records every stream as a span and in metrics; see the module docstring.
 
     ``tracer_provider`` / ``meter_provider`` default to the global ones. Call
@@ -88,18 +85,17 @@ class OpenTelemetryObserver:
         self._tracer = trace.get_tracer(SCOPE, __version__, tracer_provider=tracer_provider)
         meter = metrics.get_meter(SCOPE, __version__, meter_provider=meter_provider)
         self._spans: dict[StreamMetrics, Span] = {}
-        self._registry: Registry | None = None
         self._duration = meter.create_histogram(
             "sluicegate.stream.duration",
             "s",
             "From the stream's start to its last byte (or the cut)",
-            explicit_bucket_boundaries_advisory=_DURATION_BUCKETS,
+            explicit_bucket_boundaries_advisory=DURATION_BUCKETS,
         )
         self._ttfb = meter.create_histogram(
             "sluicegate.stream.time_to_first_byte",
             "s",
             "From the stream's start to its head, which goes out with the first chunk",
-            explicit_bucket_boundaries_advisory=_TTFB_BUCKETS,
+            explicit_bucket_boundaries_advisory=TTFB_BUCKETS,
         )
         self._dropped = meter.create_counter(
             "sluicegate.stream.dropped", "By", "Bytes a leaky channel dropped"
@@ -132,17 +128,9 @@ class OpenTelemetryObserver:
             "Bytes sluicegate holds now: queued plus the messages being sent",
         )
 
-    def install(self, registry: Registry = REGISTRY) -> OpenTelemetryObserver:
-        """Observe every stream of ``registry`` (the process's) from now on."""
-        registry.subscribe(self)
-        self._registry = registry
-        return self
-
     def uninstall(self) -> None:
         """Stop observing; spans of streams still running are ended now."""
-        if self._registry is not None:
-            self._registry.unsubscribe(self)
-            self._registry = None
+        super().uninstall()
         for span in self._spans.values():
             span.end()
         self._spans.clear()
@@ -181,8 +169,7 @@ class OpenTelemetryObserver:
 
     def _observe(self, key: str) -> Any:
         def callback(options: CallbackOptions) -> Iterable[Observation]:
-            registry = self._registry or REGISTRY
-            return [Observation(registry.snapshot()[key])]
+            return [Observation(self.observed.snapshot()[key])]
 
         return callback
 

@@ -44,17 +44,16 @@ except ModuleNotFoundError as exc:  # say which extra brings it
         name=exc.name,
     ) from exc
 
-from sluicegate.engine.metrics import REGISTRY, Registry, StreamMetrics
+from sluicegate.engine.metrics import StreamMetrics
+from sluicegate.observe.observer import DURATION_BUCKETS, TTFB_BUCKETS, InstalledObserver
 from sluicegate.observe.outcome import outcome_of
 
 __all__ = ["PrometheusObserver"]
 
 _LABELS = ("method", "status", "outcome")
-_DURATION_BUCKETS = (0.005, 0.025, 0.1, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 900, 3600)
-_TTFB_BUCKETS = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
 
 
-class PrometheusObserver:
+class PrometheusObserver(InstalledObserver):
     """Registers sluicegate's metrics in ``registry`` and records every stream in them.
 
     ``registry`` defaults to ``prometheus_client``'s global one. Call :meth:`install`
@@ -63,7 +62,6 @@ class PrometheusObserver:
     """
 
     def __init__(self, registry: CollectorRegistry = PROMETHEUS_REGISTRY) -> None:
-        self._registry: Registry | None = None
         self._streams = Counter(
             "sluicegate_streams", "Streams that ended", _LABELS, registry=registry
         )
@@ -71,14 +69,14 @@ class PrometheusObserver:
             "sluicegate_stream_duration_seconds",
             "From the stream's start to its last byte (or the cut)",
             _LABELS,
-            buckets=_DURATION_BUCKETS,
+            buckets=DURATION_BUCKETS,
             registry=registry,
         )
         self._ttfb = Histogram(
             "sluicegate_time_to_first_byte_seconds",
             "From the stream's start to its head, which goes out with the first chunk",
             ("method", "status"),
-            buckets=_TTFB_BUCKETS,
+            buckets=TTFB_BUCKETS,
             registry=registry,
         )
         self._drops = Counter(
@@ -91,18 +89,6 @@ class PrometheusObserver:
             "sluicegate_guard_cuts", "Streams cut by the slow-reader guard", registry=registry
         )
         registry.register(_LiveTotals(self))
-
-    def install(self, registry: Registry = REGISTRY) -> PrometheusObserver:
-        """Observe every stream of ``registry`` (the process's) from now on."""
-        registry.subscribe(self)
-        self._registry = registry
-        return self
-
-    def uninstall(self) -> None:
-        """Stop recording finished streams."""
-        if self._registry is not None:
-            self._registry.unsubscribe(self)
-            self._registry = None
 
     # -- StreamObserver ---------------------------------------------------------------
 
@@ -134,7 +120,7 @@ class _LiveTotals(Collector):
         self._observer = observer
 
     def collect(self) -> Iterator[Metric]:
-        snap = (self._observer._registry or REGISTRY).snapshot()
+        snap = self._observer.observed.snapshot()
         yield CounterMetricFamily(
             "sluicegate_sent_bytes",
             "Bytes handed to the server and accepted, live streams included",
