@@ -9,6 +9,7 @@ awaitable that is not a coroutine (granian), returns at once after the client le
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import itertools
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
@@ -457,7 +458,29 @@ async def _await(awaitable: Any) -> None:
 
 # -- run_channel: events delivered straight to a waiting pump ----------------------------
 
-_WHO: Any = __import__("contextvars").ContextVar("who", default="nobody")
+_WHO: contextvars.ContextVar[str] = contextvars.ContextVar("who", default="nobody")
+
+
+def _relay(
+    channel: Channel, send: Any, counted: _Suspensions | None = None
+) -> tuple[Pump, asyncio.Task[None]]:
+    """A pump relaying ``channel``, in a task of its own context, as StreamResponse
+    runs it (with direct delivery on); its head is already out. With ``counted``, its
+    run is that, so that its suspensions are counted."""
+    pump = Pump(channel, _no_start, send, StreamMetrics())
+    context = contextvars.copy_context()
+    context.run(_WHO.set, "the pump")
+    pump.context = context
+    channel.put_nowait(b": open\n\n")
+    if counted is not None:
+        counted.coro = pump.run_channel()
+        return pump, asyncio.create_task(_await(counted), context=context)
+    return pump, asyncio.create_task(pump.run_channel(), context=context)
+
+
+async def _turns(n: int = 3) -> None:
+    for _ in range(n):
+        await asyncio.sleep(0)
 
 
 async def test_a_waiting_relay_sends_delivered_events_in_the_producers_turn() -> None:
@@ -467,30 +490,42 @@ async def test_a_waiting_relay_sends_delivered_events_in_the_producers_turn() ->
     async def send(message: dict[str, Any]) -> None:
         seen.append((bytes(message["body"]), asyncio.current_task(), _WHO.get()))
 
-    async def serve() -> None:
-        _WHO.set("the pump")
-        await pump.run_channel()
-
-    pump = Pump(channel, _no_start, send, StreamMetrics())
-    relay = _Suspensions(serve())
-    task = asyncio.create_task(_await(relay))
-    channel.put_nowait(b": open\n\n")
-    for _ in range(3):
-        await asyncio.sleep(0)
+    relay = _Suspensions(None)
+    pump, task = _relay(channel, send, relay)
+    await _turns()
     suspended = relay.count
     for i in range(20):
         assert channel.deliver(b"event %d\n\n" % i) == 0
-    # Every event went out at once, from this task, in the pump's context variables;
-    # the pump's task never woke and nothing was queued.
+    # Every event went out at once, from this task, in the context the pump's task
+    # runs in; nothing was queued, and the pump's task never woke.
     assert relay.count == suspended
     assert [body for body, _, _ in seen[1:]] == [b"event %d\n\n" % i for i in range(20)]
     me = asyncio.current_task()
-    assert all(task is me and who == "the pump" for _, task, who in seen[1:])
+    assert all(t is me and who == "the pump" for _, t, who in seen[1:])
     assert channel.buffered == 0 and channel.bytes_out == channel.bytes_in
     assert pump.metrics.bytes_sent == sum(len(body) for body, _, _ in seen)
     channel.close()
     await asyncio.wait_for(task, 10)
     assert seen[-1][0] == b""
+
+
+async def test_without_a_context_the_relay_only_waits() -> None:
+    channel = Channel(1024, "drop_oldest")
+    senders: list[asyncio.Task[Any] | None] = []
+
+    async def send(message: dict[str, Any]) -> None:
+        senders.append(asyncio.current_task())
+
+    pump = Pump(channel, _no_start, send, StreamMetrics())  # direct delivery off
+    channel.put_nowait(b": open\n\n")
+    task = asyncio.create_task(pump.run_channel())
+    await _turns()
+    channel.deliver(b"event\n\n")
+    assert channel.queued == len(b"event\n\n")  # queued; the pump's task sends it
+    await _turns()
+    assert senders == [task, task]
+    channel.close()
+    await asyncio.wait_for(task, 10)
 
 
 async def test_a_delivered_event_whose_send_must_wait_is_finished_by_the_pump() -> None:
@@ -499,26 +534,27 @@ async def test_a_delivered_event_whose_send_must_wait_is_finished_by_the_pump() 
     bodies: list[bytes] = []
 
     async def send(message: dict[str, Any]) -> None:
-        if message["body"] == b"slow\n\n":
-            await gate
-        bodies.append(bytes(message["body"]))
+        # A wrapper that sets and resets a context variable around the inner send: its
+        # token must come back in the context it was made in.
+        token = _WHO.set("sending")
+        try:
+            if message["body"] == b"slow\n\n":
+                await gate
+            bodies.append(bytes(message["body"]))
+        finally:
+            _WHO.reset(token)
 
-    pump = Pump(channel, _no_start, send, StreamMetrics())
-    task = asyncio.create_task(pump.run_channel())
-    channel.put_nowait(b": open\n\n")
-    for _ in range(3):
-        await asyncio.sleep(0)
+    _, task = _relay(channel, send)
+    await _turns()
     channel.deliver(b"slow\n\n")
     # The pump owns the half-run send now: later events queue behind it, in order,
     # and count against the budget with it.
     assert channel.buffered == len(b"slow\n\n")
     channel.deliver(b"next\n\n")
     assert channel.queued == len(b"next\n\n")
-    for _ in range(3):
-        await asyncio.sleep(0)
+    await _turns()
     gate.set_result(None)
-    for _ in range(5):
-        await asyncio.sleep(0)
+    await _turns(5)
     assert bodies == [b": open\n\n", b"slow\n\n", b"next\n\n"]
     assert channel.buffered == 0
     # Back to waiting: the next event goes straight out again.
@@ -526,6 +562,47 @@ async def test_a_delivered_event_whose_send_must_wait_is_finished_by_the_pump() 
     assert bodies[-1] == b"last\n\n"
     channel.close()
     await asyncio.wait_for(task, 10)
+
+
+async def test_a_relay_cancelled_with_a_send_half_run_closes_it_and_frees_its_bytes() -> None:
+    channel = Channel(1024, "drop_oldest")
+    cleaned: list[str] = []
+
+    async def send(message: dict[str, Any]) -> None:
+        if message["body"] == b"stuck\n\n":
+            try:
+                await asyncio.get_running_loop().create_future()  # never
+            finally:
+                cleaned.append("the send's finally")
+
+    pump, task = _relay(channel, send)
+    await _turns()
+    channel.deliver(b"stuck\n\n")
+    task.cancel()  # the client left, in the same turn
+    # A cancelled relay takes nothing more, even before its task has run again.
+    channel.deliver(b"after\n\n")
+    with pytest.raises(asyncio.CancelledError):
+        await asyncio.wait_for(task, 10)
+    assert cleaned == ["the send's finally"]
+    assert channel.buffered == len(b"after\n\n")  # only the queued one: no bytes lost
+    assert pump.metrics.bytes_sent == len(b": open\n\n")
+
+
+async def test_a_relay_cancelled_while_it_waits_takes_nothing_more() -> None:
+    channel = Channel(1024, "drop_oldest")
+    bodies: list[bytes] = []
+
+    async def send(message: dict[str, Any]) -> None:
+        bodies.append(bytes(message["body"]))
+
+    _, task = _relay(channel, send)
+    await _turns()
+    task.cancel()  # the client left; the task has not run since
+    channel.deliver(b"after\n\n")
+    assert bodies == [b": open\n\n"]
+    assert channel.queued == len(b"after\n\n")
+    with pytest.raises(asyncio.CancelledError):
+        await asyncio.wait_for(task, 10)
 
 
 async def test_a_delivered_event_to_a_client_that_left_fails_the_pump_not_the_publisher() -> None:
@@ -538,17 +615,28 @@ async def test_a_delivered_event_to_a_client_that_left_fails_the_pump_not_the_pu
         if sent > 1:
             raise OSError("connection reset")
 
-    pump = Pump(channel, _no_start, send, StreamMetrics())
-    task = asyncio.create_task(pump.run_channel())
-    channel.put_nowait(b": open\n\n")
-    for _ in range(3):
-        await asyncio.sleep(0)
+    pump, task = _relay(channel, send)
+    await _turns()
     channel.deliver(b"event\n\n")  # raises nothing here
     channel.deliver(b"queued\n\n")  # the pump is woken: this one waits in the queue
     with pytest.raises(ClientDisconnected):
         await asyncio.wait_for(task, 10)
     assert pump.state is PumpState.FAILED
     assert sent == 2
+
+
+async def test_a_send_cancelled_at_once_fails_its_pump_and_not_the_publisher() -> None:
+    channel = Channel(1024, "drop_oldest")
+
+    async def send(message: dict[str, Any]) -> None:
+        if message["body"] == b"event\n\n":
+            raise asyncio.CancelledError
+
+    _, task = _relay(channel, send)
+    await _turns()
+    channel.deliver(b"event\n\n")  # does not raise here
+    with pytest.raises(asyncio.CancelledError):
+        await asyncio.wait_for(task, 10)
 
 
 async def test_deliver_queues_when_nobody_waits_to_take() -> None:

@@ -706,8 +706,8 @@ def serve_command(
         body_timeout=body_limit,
         return_memory=return_memory,
         http2=http2,
-        # Nothing to lift without a limit.
-        lowat_until=lowat_until if lowat_bytes is not None else None,
+        # Nothing to lift without a limit; HTTP/2 connections are not wrapped.
+        lowat_until=lowat_until if lowat_bytes is not None and not http2 else None,
     )
     try:
         load_app(app_spec)

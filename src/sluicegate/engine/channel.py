@@ -193,7 +193,14 @@ class Channel:
         """
         taker = self._taker
         buffer = self.buffer
-        if taker is not None and not buffer.buffered and buffer.empty:
+        if (
+            taker is not None
+            and not buffer.buffered
+            and buffer.empty
+            # A consumer cancelled in its wait (its waiter cancelled) takes no more.
+            and (waiter := self._data_waiter) is not None
+            and not waiter.done()
+        ):
             # Unset while it runs: a send that delivers to this channel again (a
             # middleware publishing, say) must queue, not re-enter the send.
             self._taker = None

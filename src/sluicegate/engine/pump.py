@@ -32,11 +32,12 @@ queued after a message, waiting for the next one is that turn.
 A pump that waits on its channel with nothing queued (:meth:`Pump.run_channel`, a live
 feed between events) takes the next chunk straight from the producer's
 :meth:`~sluicegate.engine.channel.Channel.deliver`: the send is stepped right there,
-in the producer's turn of the loop, in the pump's context variables. A broadcast to
-N subscribers then costs N sends and no task switch; the pump's task wakes only when
-a send has to wait for its client (it finishes it) or fails (it raises). The loop
-still turns between two events of one subscriber, so a client that left is noticed
-as before.
+in the producer's turn of the loop, in the context the pump's task runs in. A
+broadcast to N subscribers then costs N sends and no task switch; the pump's task
+wakes only when a send has to wait for its client (it finishes it) or fails (it
+raises). A client that left is noticed at the next turn of the loop, as before; a
+publisher that publishes several events without awaiting in between sends each of
+them to it first (they were made for everyone; nothing more is produced for it).
 
 Whatever is queued when the pump sends goes out as one message: small chunks
 coalesced, large ones cut into zero-copy ``memoryview`` slices, up to
@@ -281,9 +282,11 @@ class Pump:
         # wait for the client (the half-run send and its size), or the error a
         # delivered send raised; the pump's task finishes or raises it.
         self._parked: tuple[_Resume, int] | None = None
-        self._parked_error: Exception | None = None
-        # The pump task's context variables, for sends stepped in another task.
-        self._context: contextvars.Context | None = None
+        self._parked_error: BaseException | None = None
+        #: the context the pump's task runs in; with it, a pump that waits in
+        #: run_channel takes chunks from Channel.deliver and steps their sends in it
+        #: (None: it only waits; see Defaults.direct_delivery)
+        self.context: contextvars.Context | None = None
 
     # -- state -------------------------------------------------------------------------
 
@@ -404,9 +407,19 @@ class Pump:
     async def _wait_live(self) -> None:
         """Wait for the channel, taking delivered chunks meanwhile; then finish the send
         one of them left half-run, or raise its error."""
-        if self._context is None:
-            self._context = contextvars.copy_context()
-        await self.channel.wait_data(self._take_delivered)
+        if self.context is None:
+            await self.channel.wait_data()
+            return
+        try:
+            await self.channel.wait_data(self._take_delivered)
+        except BaseException:
+            # Cancelled (the client left, the request ended) with a send half-run:
+            # close it, so that its own cleanup runs, and give its bytes back.
+            parked, self._parked = self._parked, None
+            if parked is not None:
+                parked[0].close()
+                self.channel.release(parked[1])
+            raise
         parked = self._parked
         if parked is not None:
             self._parked = None
@@ -424,11 +437,16 @@ class Pump:
         finish the send (the client lags) or raise its error. Either way the chunk is
         the pump's now.
         """
-        assert self._context is not None
+        assert self.context is not None
+        sent = self.metrics.bytes_sent
         try:
             # Nothing else is held while it waits: the chunk is what the stream holds.
-            blocked = self._context.run(self._step_send, chunk, n, n)
-        except Exception as exc:  # the client left, a guard's verdict, a server bug
+            blocked = self.context.run(self._step_send, chunk, n, n)
+        except (Exception, asyncio.CancelledError) as exc:
+            # The client left, a guard's verdict (on bytes the server took), a server
+            # bug: the pump's task raises it; the publisher goes on to the others.
+            if self.metrics.bytes_sent != sent:
+                self._buffer.passed(n)
             self._parked_error = exc
             return False
         if blocked is None:
@@ -861,6 +879,14 @@ class _Resume:
     def __init__(self, step: Iterator[Any], first: Any) -> None:
         self._step = step
         self._first = first
+
+    def close(self) -> None:
+        """Drop the half-run step unfinished, letting it clean up (``finally``,
+        ``async with``) if it can."""
+        close = getattr(self._step, "close", None)
+        if close is not None:
+            with contextlib.suppress(Exception):
+                close()
 
     def __await__(self) -> Generator[Any, Any, Any]:
         step = self._step

@@ -27,6 +27,7 @@ Lifecycle:
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import logging
 import time
 from collections.abc import Mapping
@@ -101,6 +102,13 @@ class Defaults:
     #: bytes, such as uvicorn's 64 KiB write mark (``sluicegate serve`` does): granian
     #: holds a number of messages, so bigger ones mean more memory per stream.
     burst_message: int | None = None
+    #: let a live feed's publisher send an event itself to a subscriber whose stream
+    #: waits with nothing queued (:meth:`~sluicegate.engine.channel.Channel.deliver`):
+    #: no task switch per subscriber. The server's ``send()`` then starts in the
+    #: publisher's task (in the stream's context variables); turn it off under a
+    #: ``send`` wrapper that binds itself to the current task (``asyncio.timeout`` or an
+    #: anyio cancel scope around the inner send).
+    direct_delivery: bool = True
 
 
 #: The defaults in force; change their fields at start-up.
@@ -297,13 +305,19 @@ class StreamResponse(Response):
             digester=digester,
         )
         self._digester = digester
+        # The pump's task runs in this context, and sends stepped for it by a publisher
+        # (Channel.deliver) run in the very same one: a send wrapper that sets and
+        # resets a context variable sees one context, whichever task steps it.
+        context = contextvars.copy_context()
+        if defaults.direct_delivery:
+            pump.context = context
         if isinstance(source, AsyncIterSource):
             # The common case runs the producer inside the pump: see pump.py.
             work = pump.run_iterator(source.iterator(), self.charset)
         else:
             producer.start()
             work = pump.run_channel()
-        task = asyncio.create_task(work, name="sluicegate-pump")
+        task = asyncio.create_task(work, name="sluicegate-pump", context=context)
         watcher = asyncio.create_task(_watch(receive, pump, task), name="sluicegate-watch")
         try:
             await task

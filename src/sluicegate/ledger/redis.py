@@ -325,11 +325,13 @@ class RedisLedger(Ledger):
                 self._enqueue(_Op("finish", tid, args, None))
             self._start_flusher()
             if self._flusher is not None:
-                await self._flusher
+                # Shielded: closing cancelled must not cut the writes that finishes wait for.
+                await asyncio.shield(self._flusher)
         except RedisError as exc:
             log.warning("could not mark %d transfers interrupted: %s", len(leftovers), exc)
         finally:
-            conn, self._conn = self._conn, None
+            # A flusher still running (we were cancelled) keeps its connection.
+            conn, self._conn = (self._conn, None) if self._flusher is None else (None, self._conn)
             if conn is not None:
                 with contextlib.suppress(RedisError, OSError):
                     await self._client.connection_pool.release(conn)
@@ -523,6 +525,10 @@ class RedisLedger(Ledger):
                 except Exception as exc:  # every waiter must hear of it, whatever it is
                     error = LedgerError(f"redis write failed: {exc!r}")
                     results = [error] * len(ops)
+                except BaseException:
+                    # Cancelled mid-write: its waiters must not wait forever.
+                    _settle(ops, [LedgerError("the redis write was cancelled")] * len(ops))
+                    raise
                 _settle(ops, results)
         finally:
             self._flusher = None
@@ -533,12 +539,14 @@ class RedisLedger(Ledger):
         lost = [i for i, r in enumerate(results) if isinstance(r, NoScriptError)]
         if lost:
             await self._load_scripts()
-            again = await self._send([ops[i] for i in lost])
+            # Sent again: if the first sending ran before Redis lost its scripts (it
+            # restarted with its data), the record is there as asked, which is done.
+            again = await self._send([ops[i] for i in lost], resent=True)
             for i, result in zip(lost, again, strict=True):
                 results[i] = result
         return results
 
-    async def _send(self, ops: list[_Op]) -> list[Any]:
+    async def _send(self, ops: list[_Op], *, resent: bool = False) -> list[Any]:
         """One round trip on the ledger's own connection; a result (or error) per op.
 
         A begin followed by its own finish (a transfer that ended before its begin went
@@ -575,6 +583,8 @@ class RedisLedger(Ledger):
         except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
             log.info("ledger connection to redis lost (%s); sending again", exc)
             replies = await self._round_trip(commands)
+            resent = True
+        if resent:
             replies = [
                 _as_asked(name, args, reply)
                 for (name, args), reply in zip(calls, replies, strict=True)
