@@ -11,25 +11,14 @@ for its own writer, so an unpaced burst overflows even a fast reader's buffer).
 from __future__ import annotations
 
 import asyncio
-import json
 from typing import Any
 from urllib.parse import parse_qs
+
+from starlette.responses import JSONResponse
 
 from sluicegate.events import Broadcast, EventStream
 
 broadcast = Broadcast(["t"])
-
-
-async def _reply(send: Any, doc: dict[str, Any]) -> None:
-    body = json.dumps(doc).encode()
-    await send(
-        {
-            "type": "http.response.start",
-            "status": 200,
-            "headers": [(b"content-type", b"application/json")],
-        }
-    )
-    await send({"type": "http.response.body", "body": body})
 
 
 async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
@@ -46,6 +35,6 @@ async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
             await broadcast.publish("t", head + b"x" * (q["size"] - len(head)))
             if n % 10 == 0:
                 await asyncio.sleep(0.001)
-        await _reply(send, {"published": q["count"]})
+        await JSONResponse({"published": q["count"]})(scope, receive, send)
     elif path == "/subscribers":
-        await _reply(send, {"subscribers": broadcast.subscribers("t")})
+        await JSONResponse({"subscribers": broadcast.subscribers("t")})(scope, receive, send)
