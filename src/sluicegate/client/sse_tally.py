@@ -24,45 +24,15 @@ as lost events and a number at or below the last one as a duplicate.
 
 from __future__ import annotations
 
-import json
-import time
 from array import array
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
 from sluicegate.client.swarm import percentile
+from sluicegate.events.stamp import read_stamp, stamped
 
 __all__ = ["Sequence", "Tally", "merged", "read_stamp", "stamped"]
-
-
-def stamped(n: int, size: int = 0) -> str:
-    """Event ``n``'s data, stamped with ``time.time()`` now, padded to ``size`` bytes.
-
-    >>> data = stamped(7, 200)
-    >>> len(data), read_stamp(data.encode())[0]
-    (200, 7)
-    """
-    head = f'{{"n":{n},"published":{time.time():.6f},"pad":"'
-    return head + "x" * max(0, size - len(head) - 2) + '"}'
-
-
-def read_stamp(data: bytes) -> tuple[int, float] | None:
-    """``(n, t)`` from an event's data, or ``None`` if it carries no stamp.
-
-    >>> read_stamp(b'{"n": 3, "published": 1.5, "pad": "xx"}'), read_stamp(b"hello")
-    ((3, 1.5), None)
-    """
-    if data[:1] != b"{":
-        return None
-    try:
-        doc = json.loads(data)
-        n, t = doc["n"], doc["published"]
-    except (ValueError, KeyError, TypeError):
-        return None
-    if type(n) is not int or not isinstance(t, int | float):
-        return None
-    return n, float(t)
 
 
 class Sequence:

@@ -438,15 +438,14 @@ class Pump:
         the pump's now.
         """
         assert self.context is not None
-        sent = self.metrics.bytes_sent
         try:
             # Nothing else is held while it waits: the chunk is what the stream holds.
             blocked = self.context.run(self._step_send, chunk, n, n)
         except (Exception, asyncio.CancelledError) as exc:
-            # The client left, a guard's verdict (on bytes the server took), a server
-            # bug: the pump's task raises it; the publisher goes on to the others.
-            if self.metrics.bytes_sent != sent:
-                self._buffer.passed(n)
+            # The client left, a guard's verdict, a server bug: the pump's task raises
+            # it; the publisher goes on to the others.
+            if isinstance(exc, StreamTimedOut):
+                self._buffer.passed(n)  # judged after the server took it
             self._parked_error = exc
             return False
         if blocked is None:

@@ -29,11 +29,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import os
 import socket
-import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Final
@@ -42,6 +40,7 @@ from sluicegate.errors import ConfigError, OverBudget
 from sluicegate.events.backend import Coordination
 from sluicegate.events.broadcast import Broadcast
 from sluicegate.events.errors import BackendUnavailable
+from sluicegate.events.stamp import stamped
 from sluicegate.events.stream import EventStream
 from sluicegate.events.subscription import POLICIES, SlowPolicy
 from sluicegate.units import parse_duration, parse_rate, parse_size
@@ -192,7 +191,7 @@ class NumberedFeeds:
                         renew_at = now + LEASE_TTL / 3
                     if leader:
                         n = await coordination.count(topic)
-                        await broadcast.publish(topic, _data(n, spec.size), event="tick")
+                        await broadcast.publish(topic, stamped(n, spec.size), event="tick")
                 except BackendUnavailable as exc:
                     log.warning("feed %s: %s", topic, exc)
                     leader, renew_at = False, 0.0
@@ -214,11 +213,3 @@ class NumberedFeeds:
         await asyncio.gather(*tasks, return_exceptions=True)
         with contextlib.suppress(BackendUnavailable):
             await self.broadcast.aclose()
-
-
-def _data(n: int, size: int) -> str:
-    """Event ``n``'s data: JSON of exactly ``size`` bytes (padded with dots)."""
-    doc = {"n": n, "published": round(time.time(), 6), "pad": ""}
-    text = json.dumps(doc, separators=(",", ":"))
-    doc["pad"] = "." * max(0, size - len(text))
-    return json.dumps(doc, separators=(",", ":"))

@@ -330,9 +330,10 @@ class RedisLedger(Ledger):
         except RedisError as exc:
             log.warning("could not mark %d transfers interrupted: %s", len(leftovers), exc)
         finally:
+            conn = self._conn
             # A flusher still running (we were cancelled) keeps its connection.
-            conn, self._conn = (self._conn, None) if self._flusher is None else (None, self._conn)
-            if conn is not None:
+            if conn is not None and self._flusher is None:
+                self._conn = None
                 with contextlib.suppress(RedisError, OSError):
                     await self._client.connection_pool.release(conn)
             if self._owns_client:

@@ -1,0 +1,48 @@
+"""The stamp a load-test event carries in its ``data``: its number and when it was published.
+
+::
+
+    {"n": 41, "published": 1764435600.123456, "pad": "xxxx"}
+
+``sluicegate serve``'s ``/events`` (:mod:`sluicegate.events.feed`), the demo's live feed
+and the benchmark apps publish it; the SSE load client
+(:mod:`sluicegate.client.sse_tally`) reads it back to count lost and doubled events and
+to time their delivery (same machine, same clock). It lives here, beside the feed, so
+that the engine's side needs nothing from the client tools.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+
+__all__ = ["read_stamp", "stamped"]
+
+
+def stamped(n: int, size: int = 0) -> str:
+    """Event ``n``'s data, stamped with ``time.time()`` now, padded to ``size`` bytes.
+
+    >>> data = stamped(7, 200)
+    >>> len(data), read_stamp(data.encode())[0]
+    (200, 7)
+    """
+    head = f'{{"n":{n},"published":{time.time():.6f},"pad":"'
+    return head + "x" * max(0, size - len(head) - 2) + '"}'
+
+
+def read_stamp(data: bytes) -> tuple[int, float] | None:
+    """``(n, t)`` from an event's data, or ``None`` if it carries no stamp.
+
+    >>> read_stamp(b'{"n": 3, "published": 1.5, "pad": "xx"}'), read_stamp(b"hello")
+    ((3, 1.5), None)
+    """
+    if data[:1] != b"{":
+        return None
+    try:
+        doc = json.loads(data)
+        n, t = doc["n"], doc["published"]
+    except (ValueError, KeyError, TypeError):
+        return None
+    if type(n) is not int or not isinstance(t, int | float):
+        return None
+    return n, float(t)
