@@ -102,6 +102,8 @@ class Run:
     client_cpu: list[float] = field(default_factory=list)
     wall: float = 0.0
     late: float = 0.0
+    #: the server's own time per publish call, median and max ms (see sse_apps.Feed)
+    fanout: dict[str, float] | None = None
     reconnects: int = 0
     #: the machine's 1-minute load average before and after the run (2 cores, shared)
     loadavg: tuple[float, float] = (0.0, 0.0)
@@ -305,6 +307,7 @@ def measure(variant: str, load: Load, procs: int, workdir: Path) -> Run:
             run.rss_peak = peak
             stats = _get(f"{base}/stats")
             run.published, run.late = stats["published"], stats["late"]
+            run.fanout = stats.get("fanout")
         finally:
             docs = _collect(run, clients)
         _tally(run, docs)
@@ -407,6 +410,14 @@ def verdicts(runs: list[Run]) -> list[str]:
             f"**{'yes' if r.rss_per_subscriber <= 20 * KiB else 'no'}** "
             f"({r.rss_per_subscriber / KiB:.1f} KiB)"
         )
+        if r.fanout:
+            # sluicegate sends each event to every waiting subscriber inside the
+            # publish call: its length is the server's share of the latency.
+            out.append(
+                f"  * the publish call (the fan-out to {r.load.subscribers:,} subscribers, "
+                f"sends included), median / max: {r.fanout['median_ms']:,.0f} / "
+                f"{r.fanout['max_ms']:,.0f} ms"
+            )
         other = by.get((r.load.name, "sse-starlette"))
         if other and other.cpu_per_event and r.cpu_per_event:
             ratio = other.cpu_per_event / r.cpu_per_event

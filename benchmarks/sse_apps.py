@@ -56,6 +56,8 @@ class Feed:
         self.running = False
         self.task: asyncio.Task[None] | None = None
         self.late = 0.0
+        #: seconds each publish call took (the fan-out, for variants that deliver in it)
+        self.fanout: list[float] = []
 
     async def run(self, rate: float, count: int, size: int) -> None:
         """Publish ``count`` events at ``rate``/s."""
@@ -70,9 +72,11 @@ class Feed:
                     self.late = max(self.late, -delay)
                 n = self.next_n
                 self.next_n += 1
+                began = time.perf_counter()
                 result = self.sink(n, stamped(n, size))
                 if result is not None:
                     await result
+                self.fanout.append(time.perf_counter() - began)
                 self.first = n if self.first is None else self.first
                 self.last = n
                 self.published += 1
@@ -88,8 +92,20 @@ class Feed:
             "last": self.last,
             "running": self.running,
             "late": round(self.late, 6),
+            "fanout": _spread(self.fanout),
             "pid": os.getpid(),
         }
+
+
+def _spread(seconds: list[float]) -> dict[str, float] | None:
+    """Median and maximum of ``seconds``, in ms (None before the first publish)."""
+    if not seconds:
+        return None
+    ordered = sorted(seconds)
+    return {
+        "median_ms": round(ordered[len(ordered) // 2] * 1e3, 3),
+        "max_ms": round(ordered[-1] * 1e3, 3),
+    }
 
 
 async def _json(send: Any, status: int, doc: dict[str, Any]) -> None:

@@ -16,7 +16,7 @@ from sluicegate.client.sse_parse import (
     WireError,
     parse_head,
 )
-from sluicegate.client.sse_tally import Sequence, Tally, merged, read_stamp
+from sluicegate.client.sse_tally import Sequence, Tally, merged, read_stamp, stamped
 
 
 def _split(data: bytes, cuts: list[int]) -> list[bytes]:
@@ -105,8 +105,31 @@ def test_event_parser_refuses_endless_line() -> None:
 
 def test_read_stamp() -> None:
     assert read_stamp(b'{"n":3,"published":1.25,"pad":"xx"}') == (3, 1.25)
+    # Another writer's spacing, or a number too long for the quick match: decoded whole.
+    assert read_stamp(b'{"n": 3, "published": 1.25}') == (3, 1.25)
+    assert read_stamp(b'{"n":3,"published":1e3,"pad":""}') == (3, 1000.0)
+    assert read_stamp(b'{"n":%d,"published":2,"pad":""}' % 10**30) == (10**30, 2.0)
     for bad in (b"", b"plain", b'{"n": "3", "published": 1}', b'{"n": 3}', b"{broken"):
         assert read_stamp(bad) is None
+
+
+@given(st.integers(0, 10**12), st.integers(0, 300))
+def test_read_stamp_reads_what_stamped_wrote(n: int, size: int) -> None:
+    data = stamped(n, size).encode()
+    assert json.loads(data)["n"] == n
+    got = read_stamp(data)
+    assert got is not None and got[0] == n
+    assert got[1] == json.loads(data)["published"]
+
+
+@given(chunks=st.lists(st.binary(min_size=1, max_size=300), min_size=1, max_size=8))
+def test_chunked_decoder_whole_chunks_in_one_read(chunks: list[bytes]) -> None:
+    # The quick path: whole chunks without extensions, as servers write them, then
+    # the rest of the wire (the last chunk and its trailer) in a second read.
+    wire = b"".join(b"%x\r\n%s\r\n" % (len(c), c) for c in chunks)
+    decoder = ChunkedDecoder()
+    assert decoder.feed(wire) == chunks
+    assert decoder.feed(b"0\r\n\r\n") == [] and decoder.done
 
 
 @given(st.lists(st.integers(0, 40), max_size=60))

@@ -137,6 +137,24 @@ class ChunkedDecoder:
             raise AssertionError(f"chunked decoder: {self.state.value} -> {to.value}")
         self.state = to
 
+    @staticmethod
+    def _whole_chunks(data: bytes, out: list[bytes]) -> int:
+        """Append the data of the whole, non-final chunks ``data`` starts with; return
+        where the first other one starts (the state machine reads it)."""
+        pos, n = 0, len(data)
+        while True:
+            end = data.find(b"\r\n", pos, pos + 64)
+            if end < 0:
+                return pos
+            size = _chunk_size(data[pos:end])
+            stop = end + 2 + size
+            if not size or stop + 2 > n or data[stop : stop + 2] != b"\r\n":
+                return pos
+            out.append(data[end + 2 : stop])
+            pos = stop + 2
+            if pos == n:
+                return pos
+
     def _line(self, pos: int) -> tuple[bytes | None, int]:
         end = self._buf.find(b"\r\n", pos)
         if end < 0:
@@ -147,10 +165,17 @@ class ChunkedDecoder:
 
     def feed(self, data: bytes) -> list[bytes]:
         """Take the next bytes; return the chunk data they complete (possibly none)."""
-        buf = self._buf + data if self._buf else data
-        self._buf = buf
         out: list[bytes] = []
         pos = 0
+        if self.state is _Chunk.SIZE and not self._buf:
+            # The common read: whole chunks (a live feed's events, one or a few),
+            # taken without stepping the state machine; it takes over at the first
+            # chunk that is not whole here, or the last one.
+            pos = self._whole_chunks(data, out)
+            if pos == len(data):
+                return out
+        buf = self._buf + data if self._buf else data
+        self._buf = buf
         n = len(buf)
         while pos < n:
             state = self.state
@@ -165,13 +190,7 @@ class ChunkedDecoder:
                 line, pos2 = self._line(pos)
                 if line is None:
                     break
-                size_text = line.split(b";", 1)[0].strip()
-                try:
-                    size = int(size_text, 16)
-                except ValueError:
-                    raise WireError(f"bad chunk size {line[:40]!r}") from None
-                if size < 0 or not size_text.isalnum():
-                    raise WireError(f"bad chunk size {line[:40]!r}")
+                size = _chunk_size(line)
                 pos = pos2
                 self._left = size
                 self._move(_Chunk.DATA if size else _Chunk.TRAILER)
@@ -193,6 +212,18 @@ class ChunkedDecoder:
                 pos = n
         self._buf = buf[pos:] if pos < n else b""
         return out
+
+
+def _chunk_size(line: bytes) -> int:
+    """The size on a chunk-size line (extensions ignored); WireError if it has none."""
+    size_text = line.split(b";", 1)[0].strip()
+    try:
+        size = int(size_text, 16)
+    except ValueError:
+        raise WireError(f"bad chunk size {line[:40]!r}") from None
+    if size < 0 or not size_text.isalnum():
+        raise WireError(f"bad chunk size {line[:40]!r}")
+    return size
 
 
 @dataclass(frozen=True, slots=True)
@@ -258,14 +289,17 @@ class EventParser:
         for line in lines:
             if not line:
                 if self._has_data:
-                    out.append(
-                        SSEMessage(b"\n".join(self._data), self._event or "message", self.last_id)
-                    )
+                    parts = self._data
+                    data = parts[0] if len(parts) == 1 else b"\n".join(parts)
+                    out.append(SSEMessage(data, self._event or "message", self.last_id))
                 self._data = []
                 self._has_data = False
                 self._event = ""
             elif line[0] == 0x3A:  # ":"
                 self.comments += 1
+            elif line[:5] == b"data:":  # the common line, without the general _field
+                self._data.append(line[6:] if line[5:6] == b" " else line[5:])
+                self._has_data = True
             else:
                 self._field(line)
         return out

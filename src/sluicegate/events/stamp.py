@@ -14,9 +14,14 @@ that the engine's side needs nothing from the client tools.
 from __future__ import annotations
 
 import json
+import re
 import time
 
 __all__ = ["read_stamp", "stamped"]
+
+# What stamped() writes, read without decoding the whole document: a load client
+# reads tens of thousands of these a second on the cores the server runs on.
+_STAMP = re.compile(rb'\{"n":(\d{1,18}),"published":(\d{1,12}(?:\.\d{1,9})?),')
 
 
 def stamped(n: int, size: int = 0) -> str:
@@ -33,11 +38,17 @@ def stamped(n: int, size: int = 0) -> str:
 def read_stamp(data: bytes) -> tuple[int, float] | None:
     """``(n, t)`` from an event's data, or ``None`` if it carries no stamp.
 
+    What :func:`stamped` wrote is read from its first two fields (about a fifth of
+    the cost of decoding the document); anything else is decoded as JSON.
+
     >>> read_stamp(b'{"n": 3, "published": 1.5, "pad": "xx"}'), read_stamp(b"hello")
     ((3, 1.5), None)
     """
     if data[:1] != b"{":
         return None
+    ours = _STAMP.match(data)
+    if ours is not None:
+        return int(ours[1]), float(ours[2])
     try:
         doc = json.loads(data)
         n, t = doc["n"], doc["published"]
