@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import random
 import time
+from typing import Any
 
 import pytest
 from backend_support import MakeBackend
@@ -263,3 +264,53 @@ def test_a_closed_channel_does_not_break_the_feed() -> None:
 
     asyncio.run(run())
     assert ChannelClosed  # the error the feed must swallow
+
+
+async def test_a_publish_from_inside_a_send_reaches_everyone_after_the_event_being_sent() -> None:
+    # A send wrapper that publishes (an audit trail, say) runs inside the fan-out of
+    # the event it sends: its event must wait for that fan-out to end, or the
+    # subscribers after it would get the new event first and skip the one being sent.
+    from sluicegate.events import EventStream
+
+    broadcast = Broadcast(["t"])
+    bodies: list[list[bytes]] = [[], [], []]
+    published_inner = False
+
+    def sender(i: int) -> Any:
+        async def send(message: dict[str, Any]) -> None:
+            nonlocal published_inner
+            body = message.get("body", b"")
+            bodies[i].append(body)
+            if i == 0 and b"outer" in body and not published_inner:
+                published_inner = True
+                await broadcast.publish("t", "inner")
+
+        return send
+
+    disconnect = asyncio.Event()
+
+    async def receive() -> dict[str, Any]:
+        await disconnect.wait()
+        return {"type": "http.disconnect"}
+
+    scope = {"type": "http", "method": "GET", "path": "/", "headers": [], "query_string": b""}
+    tasks = [
+        asyncio.create_task(EventStream(broadcast.feed("t"))(scope, receive, sender(i)))
+        for i in range(3)
+    ]
+    for _ in range(100):
+        if broadcast.subscribers("t") == 3:
+            break
+        await asyncio.sleep(0.01)
+    await asyncio.sleep(0.05)  # every pump waits: the event goes out inside publish
+    await broadcast.publish("t", "outer")
+    for _ in range(50):
+        if all(b"inner" in b"".join(got) for got in bodies):
+            break
+        await asyncio.sleep(0.01)
+    await broadcast.aclose()
+    await asyncio.wait_for(asyncio.gather(*tasks), 5)
+    for got in bodies:
+        wire = b"".join(got)
+        assert wire.count(b"data: outer") == 1 and wire.count(b"data: inner") == 1
+        assert wire.index(b"data: outer") < wire.index(b"data: inner")

@@ -28,6 +28,7 @@ allocate a log. Subscribe and unsubscribe are dict insertions and deletions: O(1
 from __future__ import annotations
 
 import asyncio
+from collections import deque
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any, Final
@@ -118,6 +119,8 @@ class Broadcast:
         self._subscribers: dict[str, dict[Subscription, None]] = {t: {} for t in names}
         self._started: asyncio.Future[None] | None = None
         self._closed = False
+        self._fanning_out = False
+        self._held_back: deque[tuple[str, Published]] = deque()
 
     # -- lifecycle ------------------------------------------------------------------
 
@@ -273,10 +276,26 @@ class Broadcast:
     # -- the backend's side ---------------------------------------------------------
 
     def _deliver(self, topic: str, event: Published) -> None:
+        if self._fanning_out:
+            # Published from inside a send of the fan-out under way (a send wrapper
+            # that publishes): it goes out once that one has reached everyone, or the
+            # subscribers still to come would get it first and skip the earlier event.
+            self._held_back.append((topic, event))
+            return
+        self._fanning_out = True
+        try:
+            self._fan_out(topic, event)
+            while self._held_back:
+                self._fan_out(*self._held_back.popleft())
+        finally:
+            self._fanning_out = False
+            self._held_back.clear()
+
+    def _fan_out(self, topic: str, event: Published) -> None:
         subs = self._subscribers.get(topic)
         if subs:
-            # offer() never removes a subscriber, so the dict is safe to walk.
-            for sub in subs:
+            # A snapshot: a send may subscribe or unsubscribe someone meanwhile.
+            for sub in tuple(subs):
                 sub.offer(event)
 
     def _fail(self, topic: str, error: BaseException) -> None:
