@@ -192,7 +192,9 @@ def test_a_stalled_client_is_cut_one_stall_timeout_after_the_buffers_filled(port
             f"{cut_at - queue_full_at:.3f} s after the kernel queue stopped growing ({peak} B)"
         )
         assert queue_full_at <= wait_began_at + 0.1
-        assert 0.9 <= cut_at - wait_began_at <= 1.5
+        # Not before the stall timeout; after it by no more than a loaded machine's
+        # scheduling delays (the server's loop shares this process with the test).
+        assert 0.9 <= cut_at - wait_began_at <= 3.0
         # What the stalled client pinned in the server's kernel is bounded by --sndbuf.
         assert 0 < peak <= 2 * SNDBUF
         # The connection is reset without waiting for the client to read what uvicorn
@@ -204,7 +206,7 @@ def test_a_stalled_client_is_cut_one_stall_timeout_after_the_buffers_filled(port
                 break
             time.sleep(0.01)
         hung_up = time.monotonic() - cut_at
-        assert hung_up < 0.5, hung_up
+        assert hung_up < 1.5, hung_up
         got = read_paced(client, 1e12, b"", timeout=5)
         assert got < content_length(head)
 
@@ -225,11 +227,13 @@ def test_a_trickle_below_min_rate_is_cut(port: int, caplog: pytest.LogCaptureFix
 
 
 def test_an_honest_slow_client_above_min_rate_runs_to_completion(port: int) -> None:
-    size = 3 * MiB
+    size = 6 * MiB
     with contextlib.closing(request(port, f"/rate?{size}", rcvbuf=16 * KiB)) as client:
         head, first = read_headers(client)
         stream = stream_of("/rate")
-        got = read_paced(client, 1 * MiB, first)  # 4x the minimum, for 3 s
+        # 8x the minimum, for 3 s: a reader thread starved for a while on a loaded
+        # machine (it shares the GIL with the server's loop) still keeps the rate.
+        got = read_paced(client, 2 * MiB, first)
     assert got == content_length(head) == size
     assert wait_state(stream, 5) == "completed"
     assert stream.blocked_seconds > 1.0  # it really was held back by the client
@@ -342,4 +346,9 @@ def test_a_complete_response_left_unread_is_reset_after_the_linger(port: int) ->
     assert seen, "the connection was gone before it was first looked for"
     assert gone_at - sent_at >= linger - 0.1, gone_at - sent_at  # not reset early
     assert gone_at - done_at <= linger + 3.0, gone_at - done_at  # ...nor kept for ever
+    # The response's last send may have waited on the reader until the reset: the
+    # server's loop counts it as it unwinds, a moment after the socket is gone.
+    settled = time.monotonic() + 10
+    while REGISTRY.snapshot()["completed"] < before + 1 and time.monotonic() < settled:
+        time.sleep(0.01)
     assert REGISTRY.snapshot()["completed"] == before + 1
