@@ -8,7 +8,7 @@ Each app serves:
 
 The publisher runs in the server, on a schedule of absolute times (``t0 + k / rate``,
 so a late tick does not delay the next ones), and every event's data is the JSON the
-client reads (:func:`~sluicegate.client.sse_tally.stamped`): ``{"n": k, "published":
+client reads (:func:`~sluicegate.events.stamp.stamped`): ``{"n": k, "published":
 <time>, "pad": …}`` padded to ``size`` bytes.
 
 Variants (``uvicorn benchmarks.sse_apps:<name>``):
@@ -36,7 +36,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 from urllib.parse import parse_qs
 
-from sluicegate.client.sse_tally import stamped
+from sluicegate.events.stamp import on_schedule, stamped
 
 ASGI = Callable[[dict[str, Any], Any, Any], Awaitable[None]]
 
@@ -62,14 +62,9 @@ class Feed:
     async def run(self, rate: float, count: int, size: int) -> None:
         """Publish ``count`` events at ``rate``/s."""
         self.running = True
-        t0 = time.monotonic()
         try:
-            for k in range(count):
-                delay = t0 + k / rate - time.monotonic()
-                if delay > 0:
-                    await asyncio.sleep(delay)
-                else:
-                    self.late = max(self.late, -delay)
+            async for _, late in on_schedule(rate, count):
+                self.late = max(self.late, late)
                 n = self.next_n
                 self.next_n += 1
                 began = time.perf_counter()

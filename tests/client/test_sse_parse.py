@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import doctest
 import json
+import time
 
 import pytest
 from hypothesis import given
@@ -17,6 +19,7 @@ from sluicegate.client.sse_parse import (
     parse_head,
 )
 from sluicegate.client.sse_tally import Sequence, Tally, merged, read_stamp, stamped
+from sluicegate.events.stamp import on_schedule
 
 
 def _split(data: bytes, cuts: list[int]) -> list[bytes]:
@@ -176,3 +179,18 @@ def test_a_tally_survives_its_dict_and_merges_across_processes() -> None:
 
 def test_the_tally_examples_hold() -> None:
     assert doctest.testmod(sse_tally).failed == 0
+
+
+async def test_on_schedule_keeps_absolute_times_and_says_how_late() -> None:
+    started = time.monotonic()
+    seen: list[tuple[int, float]] = []
+    async for k, late in on_schedule(50.0, 5):
+        seen.append((k, late))
+        if k == 1:
+            await asyncio.sleep(0.1)  # the publisher's own work overruns two ticks
+    assert [k for k, _ in seen] == [0, 1, 2, 3, 4]
+    assert time.monotonic() - started >= 0.1
+    # Ticks 2, 3 and 4 were due at 40, 60 and 80 ms: they come at once after the
+    # overrun (about 120 ms in), each saying how late it is; a schedule that counted
+    # from the previous tick would have called them on time.
+    assert seen[2][1] > 0.03 and seen[3][1] > 0.01 and seen[4][1] > 0.0

@@ -10,7 +10,7 @@ Mounted by :mod:`sluicegate.demo.app` under ``/feed``:
     JSON: subscribers, events published (counted when their fan-out begins), the
     broadcast's counters (dropped, cut, replayed), how far the publisher fell behind.
 
-Every event's data is :func:`~sluicegate.client.sse_tally.stamped` (its number and
+Every event's data is :func:`~sluicegate.events.stamp.stamped` (its number and
 publish time), so ``sluicegate swarm --sse`` counts what each subscriber got.
 
 The three policies the demo compares, each with 64 KiB per subscriber:
@@ -39,12 +39,12 @@ from typing import Any, Final, cast
 
 from starlette.types import Receive, Scope, Send
 
-from sluicegate.client.sse_tally import stamped
 from sluicegate.engine.channel import Channel
 from sluicegate.engine.response import StreamResponse
 from sluicegate.errors import ChannelClosed, ConfigError
 from sluicegate.events import Broadcast, Event, EventStream, SlowPolicy, encode
 from sluicegate.events.metrics import snapshot
+from sluicegate.events.stamp import on_schedule, stamped
 from sluicegate.http.problem import send_problem
 
 __all__ = ["DISCONNECT_AFTER", "FEED_POLICIES", "LIMIT", "LiveFeed", "feed_app"]
@@ -103,13 +103,9 @@ class LiveFeed:
         """Publish ``count`` events at ``rate``/s, each ``size`` bytes, to ``policy``'s side."""
         self.policy, self.planned, self.published, self.behind = policy, count, 0, 0.0
         self.started, self.ended = time.time(), None
-        t0 = time.monotonic()
         try:
-            for k in range(count):
-                delay = t0 + k / rate - time.monotonic()
-                if delay > 0:
-                    await asyncio.sleep(delay)
-                self.behind = max(self.behind, -delay)
+            async for k, late in on_schedule(rate, count):
+                self.behind = max(self.behind, late)
                 data = stamped(k + 1, size)
                 # Counted when its fan-out begins: under wait, some subscribers have an
                 # event while the publisher still waits to give it to the others.

@@ -1,4 +1,5 @@
-"""The stamp a load-test event carries in its ``data``: its number and when it was published.
+"""The stamp a load-test event carries in its ``data`` (its number and when it was
+published), and the schedule such events are published on.
 
 ::
 
@@ -8,16 +9,19 @@
 and the benchmark apps publish it; the SSE load client
 (:mod:`sluicegate.client.sse_tally`) reads it back to count lost and doubled events and
 to time their delivery (same machine, same clock). It lives here, beside the feed, so
-that the engine's side needs nothing from the client tools.
+that the engine's side needs nothing from the client tools. :func:`on_schedule` is the
+clock those publishers keep.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import re
 import time
+from collections.abc import AsyncIterator
 
-__all__ = ["read_stamp", "stamped"]
+__all__ = ["on_schedule", "read_stamp", "stamped"]
 
 # What stamped() writes, read without decoding the whole document: a load client
 # reads tens of thousands of these a second on the cores the server runs on.
@@ -57,3 +61,19 @@ def read_stamp(data: bytes) -> tuple[int, float] | None:
     if type(n) is not int or not isinstance(t, int | float):
         return None
     return n, float(t)
+
+
+async def on_schedule(rate: float, count: int) -> AsyncIterator[tuple[int, float]]:
+    """Yield ``(k, late)`` for ``k`` in ``range(count)``, each at ``t0 + k / rate``.
+
+    The times are absolute (``time.monotonic``), so a tick that comes late, because
+    the loop was busy or the publisher's own work took long, does not push back the
+    ones after it; ``late`` says by how many seconds it missed its time (0 if it did
+    not), which is how a load test shows that its publisher kept up.
+    """
+    t0 = time.monotonic()
+    for k in range(count):
+        delay = t0 + k / rate - time.monotonic()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        yield k, max(0.0, -delay)
