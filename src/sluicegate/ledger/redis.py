@@ -37,7 +37,6 @@ import logging
 import time
 from collections import OrderedDict
 from collections.abc import Mapping
-from dataclasses import replace
 from typing import Any, Final, cast, get_args
 
 import redis.asyncio as aioredis
@@ -47,7 +46,7 @@ from redis.exceptions import NoScriptError, RedisError, ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from sluicegate.errors import ConfigError, LedgerError, UnknownTransfer
-from sluicegate.ledger.base import Ledger
+from sluicegate.ledger.base import Ledger, LiveTransfer
 from sluicegate.ledger.model import (
     ErrorInfo,
     InvalidTransition,
@@ -171,19 +170,6 @@ return 1
 )
 
 
-class _Live:
-    __slots__ = ("began", "bytes_sent", "persisted", "record")
-
-    def __init__(self, record: TransferRecord, began: float) -> None:
-        self.record = record
-        self.began = began  # monotonic
-        self.bytes_sent = 0
-        self.persisted = False
-
-    def snapshot(self) -> TransferRecord:
-        return replace(self.record, bytes_sent=self.bytes_sent)
-
-
 class _Op:
     """One script call for the next pipeline, and the future of whoever awaits it."""
 
@@ -271,9 +257,8 @@ class RedisLedger(Ledger):
         }
         self._sources = {"begin": _BEGIN, "finish": _FINISH, "record": _RECORD}
         self._shas: dict[str, str] = {}
-        self._live: dict[str, _Live] = {}
         # Begun here, record not yet sent; oldest first, so a sweep stops at the first young one.
-        self._pending: OrderedDict[str, _Live] = OrderedDict()
+        self._pending: OrderedDict[str, LiveTransfer] = OrderedDict()
         self._sweeper: asyncio.TimerHandle | None = None
         self._outbox: list[_Op] = []
         self._flusher: asyncio.Task[None] | None = None
@@ -321,7 +306,7 @@ class RedisLedger(Ledger):
             for tid, live in leftovers.items():
                 if not live.persisted:
                     self._enqueue(self._begin_op(live))
-                args = ("interrupted", live.bytes_sent, now, "", "", "", self._ttl)
+                args = ("interrupted", live.sent(), now, "", "", "", self._ttl)
                 self._enqueue(_Op("finish", tid, args, None))
             self._start_flusher()
             if self._flusher is not None:
@@ -349,15 +334,14 @@ class RedisLedger(Ledger):
                 log.warning("ledger heartbeat failed: %r", exc)
 
     async def _beat_all(self) -> None:
-        ids = [tid for tid, live in self._live.items() if live.persisted]
-        if not ids:
+        # Read every count now: a transfer may finish while the pipeline is built.
+        beats = [(tid, live.sent()) for tid, live in self._live.items() if live.persisted]
+        if not beats:
             return
         async with self._client.pipeline(transaction=False) as pipe:
-            for tid in ids:
+            for tid, sent in beats:
                 await self._scripts["beat"](
-                    keys=[self.prefix + tid],
-                    args=[self._live[tid].bytes_sent, self._hb_ms, self._ttl],
-                    client=pipe,
+                    keys=[self.prefix + tid], args=[sent, self._hb_ms, self._ttl], client=pipe
                 )
             await pipe.execute()
 
@@ -371,7 +355,7 @@ class RedisLedger(Ledger):
         self._check_open()
         tid = new_transfer_id()
         rec = TransferRecord.started(tid, method, path, size=size, at=time.time())
-        live = self._live[tid] = _Live(rec, time.monotonic())
+        live = self._live[tid] = LiveTransfer(rec, time.monotonic())
         if self.begin_delay > 0:
             # One timer for all pending begins, not one per transfer: begin stays cheap.
             self._pending[tid] = live
@@ -485,12 +469,12 @@ class RedisLedger(Ledger):
                 return
             self._persist_begin(live)
 
-    def _persist_begin(self, live: _Live) -> None:
+    def _persist_begin(self, live: LiveTransfer) -> None:
         self._pending.pop(live.record.id, None)
         if not live.persisted:
             self._enqueue(self._begin_op(live), urgent=False)
 
-    def _begin_op(self, live: _Live) -> _Op:
+    def _begin_op(self, live: LiveTransfer) -> _Op:
         live.persisted = True
         rec = live.record
         size = "" if rec.size is None else rec.size
