@@ -127,3 +127,19 @@ async def test_a_followed_transfer_reports_its_counter(make_ledger: MakeLedger) 
         sent[0] = 7000
         await ledger.finish(tid, "completed", 7000)
         assert (await other.get(tid)).bytes_sent == 7000
+
+
+async def test_a_failing_counter_is_dropped_not_raised(
+    make_ledger: MakeLedger, caplog: pytest.LogCaptureFixture
+) -> None:
+    def counter() -> int:
+        raise RuntimeError("broken")
+
+    async with make_ledger(begin_delay=0) as ledger:
+        tid = await ledger.begin("GET", "/big")
+        await ledger.progress(tid, 10)
+        ledger.follow(tid, counter)
+        assert (await ledger.get(tid)).bytes_sent == 10
+        assert "its byte counter failed" in caplog.text
+        await ledger.flush()
+        await ledger.finish(tid, "completed", 20)

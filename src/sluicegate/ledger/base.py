@@ -305,8 +305,14 @@ class LiveTransfer:
         """The bytes sent so far: the counter's reading if it is ahead of ``bytes_sent``."""
         count = self.count
         if count is not None:
-            n = count()
-            if n > self.bytes_sent:
+            try:
+                n = count()
+            except Exception:
+                # Bookkeeping must not break on a bad counter: stop reading this one.
+                log.exception("transfer %s: its byte counter failed", self.record.id)
+                self.count = None
+                return self.bytes_sent
+            if type(n) is int and n > self.bytes_sent:
                 self.bytes_sent = n
         return self.bytes_sent
 
