@@ -265,6 +265,8 @@ class RedisLedger(Ledger):
         self._flush_timer: asyncio.TimerHandle | None = None
         self._beater: asyncio.Task[None] | None = None
         self._conn: AbstractConnection | None = None
+        # The socket_timeout of that connection, applied per round trip (see _connection).
+        self._io_timeout: float | None = None
 
     @property
     def _ttl(self) -> int:
@@ -319,6 +321,7 @@ class RedisLedger(Ledger):
             # A flusher still running (we were cancelled) keeps its connection.
             if conn is not None and self._flusher is None:
                 self._conn = None
+                conn.socket_timeout = self._io_timeout
                 with contextlib.suppress(RedisError, OSError):
                     await self._client.connection_pool.release(conn)
             if self._owns_client:
@@ -596,12 +599,14 @@ class RedisLedger(Ledger):
         conn = await self._connection()
         out: list[Any] = []
         try:
-            await conn.send_packed_command(_pack(commands), check_health=False)
-            for _ in commands:
-                try:
-                    out.append(await conn.read_response())
-                except ResponseError as exc:
-                    out.append(exc)
+            # One deadline for the whole round trip (see _connection): TimeoutError.
+            async with asyncio.timeout(self._io_timeout):
+                await conn.send_packed_command(_pack(commands), check_health=False)
+                for _ in commands:
+                    try:
+                        out.append(await conn.read_response())
+                    except ResponseError as exc:
+                        out.append(exc)
         except BaseException:
             await conn.disconnect(nowait=True)
             raise
@@ -615,9 +620,19 @@ class RedisLedger(Ledger):
         callbacks) cost about 100 µs of CPU more per round trip than packing the calls
         on a connection held for the ledger's lifetime and reading their replies.
         Only the flusher task writes on it, one round trip at a time.
+
+        Its ``socket_timeout`` becomes one deadline around each whole round trip
+        (:meth:`_round_trip`), and goes back with the connection on close: left on the
+        connection, it makes redis-py run every send in ``asyncio.wait_for`` (a task of
+        its own and two more turns of the loop before the bytes leave) and every read in
+        a timeout of its own. Serial ``begin`` + ``finish`` on uvloop: 97–112 µs of
+        latency and 76–84 µs of CPU per transfer without, 106–171 and 82–131 µs with.
         """
         if self._conn is None:
-            self._conn = await self._client.connection_pool.get_connection()  # type: ignore[no-untyped-call]
+            conn = await self._client.connection_pool.get_connection()  # type: ignore[no-untyped-call]
+            self._io_timeout = conn.socket_timeout
+            conn.socket_timeout = None
+            self._conn = conn
         return self._conn
 
     async def _load_scripts(self) -> None:
