@@ -12,8 +12,6 @@ from typing import Any
 
 import pytest
 import redis.asyncio as aioredis
-from hypothesis import given
-from hypothesis import strategies as st
 from redis.exceptions import ConnectionError as RedisConnectionError
 
 from sluicegate.errors import ConfigError, LedgerError
@@ -274,24 +272,6 @@ async def test_a_finish_while_redis_is_down_fails_cleanly(
         other = await ledger.begin("GET", "/up")
         await ledger.finish(other, "completed", 1)
         assert (await ledger.get(other)).state == "completed"
-
-
-_ARG = st.one_of(
-    st.text(max_size=40),
-    st.integers(min_value=-(2**63), max_value=2**63 - 1),
-    st.binary(max_size=40),
-)
-
-
-@given(st.lists(st.tuples(st.text(min_size=1, max_size=10).filter(str.strip), _ARG, _ARG)))
-def test_packed_commands_match_redis_py(commands: list[tuple[Any, ...]]) -> None:
-    """The ledger's own packer writes the very bytes redis-py's would (for our calls)."""
-    from redis.asyncio.connection import Connection
-
-    from sluicegate.ledger.redis import _pack
-
-    calls = [("EVALSHA", *command) for command in commands]
-    assert _pack(calls) == b"".join(Connection().pack_commands(calls))
 
 
 async def test_a_finish_fails_within_the_socket_timeout_when_redis_stops_answering(
