@@ -143,3 +143,22 @@ async def test_a_failing_counter_is_dropped_not_raised(
         assert "its byte counter failed" in caplog.text
         await ledger.flush()
         await ledger.finish(tid, "completed", 20)
+
+
+async def test_a_transfer_written_at_once_is_followed_too(tmp_path: Path) -> None:
+    """``begin_delay=0`` writes the row before ``follow`` is called: it is polled anyway."""
+    sent = [0]
+    db = tmp_path / "ledger.db"
+    async with (
+        SQLiteLedger(db, begin_delay=0, progress_interval=0.05, commit_delay=0) as ledger,
+        SQLiteLedger(db) as other,
+    ):
+        tid = await ledger.begin("GET", "/big")
+        ledger.follow(tid, lambda: sent[0])
+        sent[0] = 1234
+        for _ in range(100):  # up to 2 s; one poll is 50 ms
+            await asyncio.sleep(0.02)
+            if (await other.get(tid)).bytes_sent == 1234:
+                break
+        assert (await other.get(tid)).bytes_sent == 1234
+        await ledger.finish(tid, "completed", 1234)

@@ -434,9 +434,8 @@ class SQLiteLedger(Ledger):
         live.flushed_at = time.monotonic()
         rec = live.snapshot()
         owner = self.owner_id
-        if live.count is not None and self._poller is None:
-            assert self._loop is not None
-            self._poller = self._loop.call_later(self._poll_every, self._poll_progress)
+        if live.count is not None:
+            self._arm_poller()
 
         def insert(conn: sqlite3.Connection) -> None:
             # The final row may be there already: a finish committed on the loop first.
@@ -444,10 +443,19 @@ class SQLiteLedger(Ledger):
 
         self._enqueue(_Op(insert, None))
 
-    @property
-    def _poll_every(self) -> float:
-        # progress_interval may be 0 ("write every call"): a timer must not spin.
-        return max(self.progress_interval, _POLL_FLOOR)
+    def follow(self, transfer_id: str, sent: Callable[[], int]) -> None:
+        """Read ``sent()`` when progress is written (see :meth:`Ledger.follow`)."""
+        super().follow(transfer_id, sent)
+        live = self._live.get(transfer_id)
+        if live is not None and live.persisted:  # begin_delay=0: its row is written already
+            self._arm_poller()
+
+    def _arm_poller(self) -> None:
+        if self._poller is None:
+            assert self._loop is not None
+            # progress_interval may be 0 ("write every call"): a timer must not spin.
+            every = max(self.progress_interval, _POLL_FLOOR)
+            self._poller = self._loop.call_later(every, self._poll_progress)
 
     def _poll_progress(self) -> None:
         """Read the counters of followed transfers already written; queue what moved.
@@ -468,8 +476,7 @@ class SQLiteLedger(Ledger):
                 live.flushed_at = now
                 self._enqueue(_Op(_progress_writer(tid, live.bytes_sent), None))
         if followed:
-            assert self._loop is not None
-            self._poller = self._loop.call_later(self._poll_every, self._poll_progress)
+            self._arm_poller()
 
     def _enqueue(self, op: _Op, *, urgent: bool = False) -> None:
         self._outbox.append(op)
