@@ -21,10 +21,11 @@ message of its own, with ``more_body``), so the client reads and parses the head
 nearly all of the body while the record is being committed, instead of idling until
 the commit is done and then starting. A client still cannot hold the whole body before
 the commit; it costs one more message, hence one more write to the socket. (Measured
-on uvicorn with the 1 KiB response of ``benchmarks/bench_ledger.py``: with Redis,
-whose finish is a round trip the event loop waits for, the ledger's added client wall
-time fell from about +50 % to +28 %; with SQLite, whose commit keeps the loop itself
-busy, the gain was within the noise.)
+on uvicorn with the 1 KiB response of ``benchmarks/bench_ledger.py``, three campaigns of
+five runs interleaved with the code before: the ledger's added client wall time, median,
+fell from +30…+33 % to +21 % with SQLite and from +52…+53 % to +23…+25 % with Redis,
+whose finish is a round trip the loop waits for; the server's CPU per response grew by
+about 12 µs.)
 
 The other window cannot be closed by any ordering: if the server dies after the commit
 and before the held message leaves, the record says ``completed`` and the client holds
