@@ -30,48 +30,82 @@ def body(data: bytes, more: bool) -> dict[str, Any]:
 
 
 SIZED = (b"content-length", b"6")
+TRAILERS = {"type": "http.response.trailers", "headers": [], "more_trailers": False}
 
 
 @pytest.mark.parametrize(
-    ("messages", "sealed_before", "nbytes"),
+    ("messages", "passed", "sealed_before", "nbytes"),
     [
-        # chunked: the terminating message
-        ([start(), body(b"abc", True), body(b"def", True), body(b"", False)], 3, 6),
-        ([start(), body(b"abc", True), body(b"def", False)], 2, 6),
+        # chunked: the terminating message; an empty one has nothing to split
+        (
+            [start(), body(b"abc", True), body(b"def", True), body(b"", False)],
+            [start(), body(b"abc", True), body(b"def", True), body(b"", False)],
+            3,
+            6,
+        ),
+        # ... else all but its last byte leave before the seal
+        (
+            [start(), body(b"abc", True), body(b"def", False)],
+            [start(), body(b"abc", True), body(b"de", True), body(b"f", False)],
+            3,
+            6,
+        ),
+        ([start(), body(b"x", False)], [start(), body(b"x", False)], 1, 1),
         # Content-Length: the message with the last byte, whatever follows it; the head
         # waits for the first body message
-        ([start(SIZED), body(b"abc", True), body(b"def", True), body(b"", False)], 2, 6),
-        ([start(SIZED), body(memoryview(b"abcdef"), False)], 0, 6),
+        (
+            [start(SIZED), body(b"abc", True), body(b"def", True), body(b"", False)],
+            [
+                start(SIZED),
+                body(b"abc", True),
+                body(b"de", True),
+                body(b"f", True),
+                body(b"", False),
+            ],
+            3,
+            6,
+        ),
+        (
+            [start(SIZED), body(memoryview(b"abcdef"), False)],
+            [start(SIZED), body(b"abcde", True), body(b"f", False)],
+            2,
+            6,
+        ),
         # trailers announced: the trailers end the response, not the body
         (
-            [
-                start(trailers=True),
-                body(b"abcdef", False),
-                {"type": "http.response.trailers", "headers": [], "more_trailers": False},
-            ],
+            [start(trailers=True), body(b"abcdef", False), TRAILERS],
+            [start(trailers=True), body(b"abcdef", False), TRAILERS],
             2,
             6,
         ),
         # an empty body
-        ([start((b"content-length", b"0")), body(b"", False)], 0, 0),
+        (
+            [start((b"content-length", b"0")), body(b"", False)],
+            [start((b"content-length", b"0")), body(b"", False)],
+            0,
+            0,
+        ),
     ],
 )
-async def test_the_gate_seals_once_before_the_message_that_ends_the_body(
-    messages: list[dict[str, Any]], sealed_before: int, nbytes: int
+async def test_the_gate_seals_once_before_the_last_byte(
+    messages: list[dict[str, Any]],
+    passed: list[dict[str, Any]],
+    sealed_before: int,
+    nbytes: int,
 ) -> None:
-    passed: list[dict[str, Any]] = []
+    out: list[dict[str, Any]] = []
     seals: list[tuple[int, int]] = []
 
     async def send(message: Any) -> None:
-        passed.append(message)
+        out.append(message)
 
     async def seal(sent: int) -> None:
-        seals.append((len(passed), sent))
+        seals.append((len(out), sent))
 
     gate = EndGate(send, seal)
     for message in messages:
         await gate(message)
-    assert passed == messages
+    assert out == passed  # a memoryview equals the bytes it shows
     assert seals == [(sealed_before, nbytes)]
     assert gate.sealed and gate.sent == nbytes
 

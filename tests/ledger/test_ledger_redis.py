@@ -272,3 +272,24 @@ async def test_a_finish_while_redis_is_down_fails_cleanly(
         other = await ledger.begin("GET", "/up")
         await ledger.finish(other, "completed", 1)
         assert (await ledger.get(other)).state == "completed"
+
+
+async def test_a_finish_fails_within_the_socket_timeout_when_redis_stops_answering(
+    redis_url: str, prefix: str, client: aioredis.Redis
+) -> None:
+    """The ledger's own connection keeps the URL's ``socket_timeout``, as one deadline."""
+    url = f"{redis_url}?socket_timeout=0.3"
+    async with RedisLedger(url, prefix=prefix, begin_delay=0) as ledger:
+        warm = await ledger.begin("GET", "/warm")
+        await ledger.finish(warm, "completed", 0)  # the ledger's connection is open
+        tid = await ledger.begin("GET", "/stuck")
+        await client.execute_command("CLIENT", "PAUSE", "1500", "ALL")
+        started = asyncio.get_running_loop().time()
+        with pytest.raises(LedgerError):
+            await ledger.finish(tid, "completed", 0)
+        waited = asyncio.get_running_loop().time() - started
+        assert waited < 1.4, f"the finish waited {waited:.2f} s, past two timeouts"
+        await asyncio.sleep(1.6 - waited)  # Redis answers again
+        again = await ledger.begin("GET", "/after")
+        await ledger.finish(again, "completed", 0)
+        assert (await ledger.get(again)).state == "completed"

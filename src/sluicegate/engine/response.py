@@ -415,6 +415,11 @@ class StreamResponse(Response):
                 "transfer ledger unavailable; streaming %s unrecorded", scope.get("path")
             )
             return None
+        metrics = self.metrics
+        if metrics is not None:
+            # Read by the ledger when it writes progress (a long transfer, once a
+            # progress interval): nothing per chunk, and a short one is never read.
+            ledger.follow(transfer, lambda: metrics.bytes_sent)
         link = f'<{defaults.ledger_path.rstrip("/")}/{transfer}>; rel="transfer-status"'
         self.raw_headers += [(b"transfer-id", transfer.encode()), (b"link", link.encode())]
         return transfer

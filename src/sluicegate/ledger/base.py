@@ -22,7 +22,8 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
+from dataclasses import replace
 from types import TracebackType
 from typing import Literal, Self
 
@@ -40,7 +41,7 @@ from sluicegate.ledger.model import (
     state_for_error,
 )
 
-__all__ = ["Ledger", "Transfer"]
+__all__ = ["Ledger", "LiveTransfer", "Transfer"]
 
 log = logging.getLogger("sluicegate.ledger")
 
@@ -78,6 +79,8 @@ class Ledger(abc.ABC):
         #: hold each response's end until its final record is committed
         self.commit_before_end = commit_before_end
         self._status: Literal["new", "open", "closed"] = "new"
+        #: the transfers streaming in this instance, by id
+        self._live: dict[str, LiveTransfer] = {}
 
     # -- lifecycle -----------------------------------------------------------------------
 
@@ -132,6 +135,22 @@ class Ledger(abc.ABC):
         It is throttled: stores see at most one write per interval, so after a crash the
         recorded count may lag. Ids that are not streaming in this instance are ignored.
         """
+
+    def follow(self, transfer_id: str, sent: Callable[[], int]) -> None:
+        """Let the ledger read a streaming transfer's byte count itself, when it writes one.
+
+        The alternative to calling :meth:`progress` for every chunk: ``sent()`` returns
+        the bytes sent so far (never fewer than the last call returned, and never more
+        than :meth:`finish` will be given), and the ledger calls it only when it writes
+        progress anyway: for a transfer whose record is already in the store (it has
+        streamed for ``begin_delay``), at most once per progress interval, and when a
+        record of it is read here. A short transfer never has it called. Ids that are not
+        streaming in this instance are ignored. :class:`~sluicegate.StreamResponse` does
+        this for every transfer it records.
+        """
+        live = self._live.get(transfer_id)
+        if live is not None:
+            live.count = sent
 
     @abc.abstractmethod
     async def finish(
@@ -257,6 +276,49 @@ class Ledger(abc.ABC):
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self._status}>"
+
+
+class LiveTransfer:
+    """A transfer streaming in this instance, as a backend keeps it in memory.
+
+    Only the event loop's thread touches it. ``bytes_sent`` is the most the ledger has
+    been told (by :meth:`Ledger.progress`) or has read (from the :meth:`Ledger.follow`
+    counter); :meth:`sent` reads the counter first.
+    """
+
+    __slots__ = ("began", "bytes_sent", "count", "flushed_at", "persisted", "record")
+
+    def __init__(self, record: TransferRecord, began: float) -> None:
+        #: the record as begun: 0 bytes, streaming
+        self.record = record
+        #: ``time.monotonic()`` at the begin
+        self.began = began
+        self.bytes_sent = 0
+        #: the counter :meth:`Ledger.follow` gave, if any
+        self.count: Callable[[], int] | None = None
+        #: when progress was last handed to the store (monotonic)
+        self.flushed_at = began
+        #: its begin has been handed to the store
+        self.persisted = False
+
+    def sent(self) -> int:
+        """The bytes sent so far: the counter's reading if it is ahead of ``bytes_sent``."""
+        count = self.count
+        if count is not None:
+            try:
+                n = count()
+            except Exception:
+                # Bookkeeping must not break on a bad counter: stop reading this one.
+                log.exception("transfer %s: its byte counter failed", self.record.id)
+                self.count = None
+                return self.bytes_sent
+            if type(n) is int and n > self.bytes_sent:
+                self.bytes_sent = n
+        return self.bytes_sent
+
+    def snapshot(self) -> TransferRecord:
+        """The record as it stands, with the latest byte count."""
+        return replace(self.record, bytes_sent=self.sent())
 
 
 class Transfer:

@@ -4,9 +4,9 @@ A client that holds a whole body must be able to read ``completed`` in the ledge
 if the server is killed the next instant. Recording the end *after* the last ``send()``
 leaves a window (the group commit: milliseconds) in which the client already has every
 byte and the record exists only in the server's memory. :class:`EndGate` closes it: it
-sits between the response and the server's ASGI ``send`` and holds back the message that
-would complete the body until ``seal`` (which records the final state and returns once
-that is committed) has run.
+sits between the response and the server's ASGI ``send`` and holds back the last byte of
+the message that would complete the body until ``seal`` (which records the final state
+and returns once that is committed) has run.
 
 The message that completes a body is the first of:
 
@@ -16,15 +16,25 @@ The message that completes a body is the first of:
 * ``http.response.trailers`` with ``more_trailers=False`` (the chunked terminator goes out
   with it).
 
+Only its last byte waits: the rest of that message leaves before ``seal`` runs (as a
+message of its own, with ``more_body``), so the client reads and parses the head and
+nearly all of the body while the record is being committed, instead of idling until
+the commit is done and then starting. A client still cannot hold the whole body before
+the commit; it costs one more message, hence one more write to the socket. (Measured
+on uvicorn with the 1 KiB response of ``benchmarks/bench_ledger.py``, three campaigns of
+five runs interleaved with the code before: the ledger's added client wall time, median,
+fell from +30…+33 % to +21 % with SQLite and from +52…+53 % to +23…+25 % with Redis,
+whose finish is a round trip the loop waits for; the server's CPU per response grew by
+about 12 µs.)
+
 The other window cannot be closed by any ordering: if the server dies after the commit
 and before the held message leaves, the record says ``completed`` and the client holds
 an incomplete body. That is the safe direction: the client knows its body is incomplete
 (the connection broke before its end), and its receipt gets ``size_mismatch``.
 
-The head of a ``Content-Length`` response is held too, until the first body message
-passes: a small body then leaves together with its head, after the commit, and the
-client wakes once instead of reading the head and then waiting for the body. (A body
-of unknown length keeps its head at once: a stream may flush its head before it has
+The head of a ``Content-Length`` response is held until the first body message passes,
+so that a small body leaves in one piece with its head rather than after it. (A body of
+unknown length sends its head at once: a stream may flush its head before it has
 anything to say, as event streams do.)
 
 The gate looks only at the ASGI messages, so it needs nothing from the pump; it is a
@@ -46,14 +56,16 @@ Seal = Callable[[int], Awaitable[None]]
 
 
 class EndGate:
-    """An ASGI ``send`` that awaits ``seal(bytes)`` before the message that ends the body.
+    """An ASGI ``send`` that awaits ``seal(bytes)`` before the last byte of the body.
 
-    ``seal`` runs at most once. Messages pass through unchanged and in order.
+    ``seal`` runs at most once. Messages pass through in order, unchanged except the one
+    that ends the body, which leaves as two: all but its last byte before ``seal``, the
+    last byte (and the end) after it.
 
     >>> import asyncio
     >>> log = []
     >>> async def send(message):
-    ...     log.append(message["type"])
+    ...     log.append(bytes(message.get("body", b"head")))
     >>> async def seal(nbytes):
     ...     log.append(f"sealed {nbytes}")
     >>> gate = EndGate(send, seal)
@@ -64,7 +76,7 @@ class EndGate:
     ...     await gate({"type": "http.response.body", "body": b"", "more_body": False})
     >>> asyncio.run(respond())
     >>> log
-    ['sealed 5', 'http.response.start', 'http.response.body', 'http.response.body']
+    [b'head', b'hell', 'sealed 5', b'o', b'']
     """
 
     __slots__ = ("_head", "_length", "_seal", "_send", "_trailers", "sealed", "sent")
@@ -85,11 +97,18 @@ class EndGate:
         kind = message["type"]
         if kind == "http.response.body":
             body = message.get("body", b"")
-            self.sent += body.nbytes if type(body) is memoryview else len(body)
+            n = body.nbytes if type(body) is memoryview else len(body)
+            self.sent += n
             if not self.sealed and (
                 (not message.get("more_body", False) and not self._trailers)
                 or (self._length is not None and self.sent >= self._length)
             ):
+                if n > 1:
+                    # All but the last byte leave now: the client reads them while
+                    # the record is committed, and still cannot hold the whole body.
+                    view = body if type(body) is memoryview else memoryview(body)
+                    await self._pass({**message, "body": view[:-1], "more_body": True})
+                    message = {**message, "body": view[-1:]}
                 await self._run_seal()
         elif kind == "http.response.trailers":
             if not self.sealed and not message.get("more_trailers", False):
@@ -100,6 +119,9 @@ class EndGate:
             if self._length is not None:
                 self._head = message  # leaves with the first body message
                 return
+        await self._pass(message)
+
+    async def _pass(self, message: Message) -> None:
         head, self._head = self._head, None
         if head is not None:
             await self._send(head)

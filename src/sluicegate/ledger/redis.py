@@ -37,7 +37,6 @@ import logging
 import time
 from collections import OrderedDict
 from collections.abc import Mapping
-from dataclasses import replace
 from typing import Any, Final, cast, get_args
 
 import redis.asyncio as aioredis
@@ -47,7 +46,7 @@ from redis.exceptions import NoScriptError, RedisError, ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from sluicegate.errors import ConfigError, LedgerError, UnknownTransfer
-from sluicegate.ledger.base import Ledger
+from sluicegate.ledger.base import Ledger, LiveTransfer
 from sluicegate.ledger.model import (
     ErrorInfo,
     InvalidTransition,
@@ -171,19 +170,6 @@ return 1
 )
 
 
-class _Live:
-    __slots__ = ("began", "bytes_sent", "persisted", "record")
-
-    def __init__(self, record: TransferRecord, began: float) -> None:
-        self.record = record
-        self.began = began  # monotonic
-        self.bytes_sent = 0
-        self.persisted = False
-
-    def snapshot(self) -> TransferRecord:
-        return replace(self.record, bytes_sent=self.bytes_sent)
-
-
 class _Op:
     """One script call for the next pipeline, and the future of whoever awaits it."""
 
@@ -271,15 +257,16 @@ class RedisLedger(Ledger):
         }
         self._sources = {"begin": _BEGIN, "finish": _FINISH, "record": _RECORD}
         self._shas: dict[str, str] = {}
-        self._live: dict[str, _Live] = {}
         # Begun here, record not yet sent; oldest first, so a sweep stops at the first young one.
-        self._pending: OrderedDict[str, _Live] = OrderedDict()
+        self._pending: OrderedDict[str, LiveTransfer] = OrderedDict()
         self._sweeper: asyncio.TimerHandle | None = None
         self._outbox: list[_Op] = []
         self._flusher: asyncio.Task[None] | None = None
         self._flush_timer: asyncio.TimerHandle | None = None
         self._beater: asyncio.Task[None] | None = None
         self._conn: AbstractConnection | None = None
+        # The socket_timeout of that connection, applied per round trip (see _connection).
+        self._io_timeout: float | None = None
 
     @property
     def _ttl(self) -> int:
@@ -321,7 +308,7 @@ class RedisLedger(Ledger):
             for tid, live in leftovers.items():
                 if not live.persisted:
                     self._enqueue(self._begin_op(live))
-                args = ("interrupted", live.bytes_sent, now, "", "", "", self._ttl)
+                args = ("interrupted", live.sent(), now, "", "", "", self._ttl)
                 self._enqueue(_Op("finish", tid, args, None))
             self._start_flusher()
             if self._flusher is not None:
@@ -334,6 +321,7 @@ class RedisLedger(Ledger):
             # A flusher still running (we were cancelled) keeps its connection.
             if conn is not None and self._flusher is None:
                 self._conn = None
+                conn.socket_timeout = self._io_timeout
                 with contextlib.suppress(RedisError, OSError):
                     await self._client.connection_pool.release(conn)
             if self._owns_client:
@@ -349,15 +337,14 @@ class RedisLedger(Ledger):
                 log.warning("ledger heartbeat failed: %r", exc)
 
     async def _beat_all(self) -> None:
-        ids = [tid for tid, live in self._live.items() if live.persisted]
-        if not ids:
+        # Read every count now: a transfer may finish while the pipeline is built.
+        beats = [(tid, live.sent()) for tid, live in self._live.items() if live.persisted]
+        if not beats:
             return
         async with self._client.pipeline(transaction=False) as pipe:
-            for tid in ids:
+            for tid, sent in beats:
                 await self._scripts["beat"](
-                    keys=[self.prefix + tid],
-                    args=[self._live[tid].bytes_sent, self._hb_ms, self._ttl],
-                    client=pipe,
+                    keys=[self.prefix + tid], args=[sent, self._hb_ms, self._ttl], client=pipe
                 )
             await pipe.execute()
 
@@ -371,7 +358,7 @@ class RedisLedger(Ledger):
         self._check_open()
         tid = new_transfer_id()
         rec = TransferRecord.started(tid, method, path, size=size, at=time.time())
-        live = self._live[tid] = _Live(rec, time.monotonic())
+        live = self._live[tid] = LiveTransfer(rec, time.monotonic())
         if self.begin_delay > 0:
             # One timer for all pending begins, not one per transfer: begin stays cheap.
             self._pending[tid] = live
@@ -485,12 +472,12 @@ class RedisLedger(Ledger):
                 return
             self._persist_begin(live)
 
-    def _persist_begin(self, live: _Live) -> None:
+    def _persist_begin(self, live: LiveTransfer) -> None:
         self._pending.pop(live.record.id, None)
         if not live.persisted:
             self._enqueue(self._begin_op(live), urgent=False)
 
-    def _begin_op(self, live: _Live) -> _Op:
+    def _begin_op(self, live: LiveTransfer) -> _Op:
         live.persisted = True
         rec = live.record
         size = "" if rec.size is None else rec.size
@@ -612,12 +599,14 @@ class RedisLedger(Ledger):
         conn = await self._connection()
         out: list[Any] = []
         try:
-            await conn.send_packed_command(conn.pack_commands(commands), check_health=False)
-            for _ in commands:
-                try:
-                    out.append(await conn.read_response())
-                except ResponseError as exc:
-                    out.append(exc)
+            # One deadline for the whole round trip (see _connection): TimeoutError.
+            async with asyncio.timeout(self._io_timeout):
+                await conn.send_packed_command(conn.pack_commands(commands), check_health=False)
+                for _ in commands:
+                    try:
+                        out.append(await conn.read_response())
+                    except ResponseError as exc:
+                        out.append(exc)
         except BaseException:
             await conn.disconnect(nowait=True)
             raise
@@ -631,9 +620,19 @@ class RedisLedger(Ledger):
         callbacks) cost about 100 µs of CPU more per round trip than packing the calls
         on a connection held for the ledger's lifetime and reading their replies.
         Only the flusher task writes on it, one round trip at a time.
+
+        Its ``socket_timeout`` becomes one deadline around each whole round trip
+        (:meth:`_round_trip`), and goes back with the connection on close: left on the
+        connection, it makes redis-py run every send in ``asyncio.wait_for`` (a task of
+        its own and two more turns of the loop before the bytes leave) and every read in
+        a timeout of its own. Serial ``begin`` + ``finish`` on uvloop: 97–112 µs of
+        latency and 76–84 µs of CPU per transfer without, 106–171 and 82–131 µs with.
         """
         if self._conn is None:
-            self._conn = await self._client.connection_pool.get_connection()  # type: ignore[no-untyped-call]
+            conn = await self._client.connection_pool.get_connection()  # type: ignore[no-untyped-call]
+            self._io_timeout = conn.socket_timeout
+            conn.socket_timeout = None
+            self._conn = conn
         return self._conn
 
     async def _load_scripts(self) -> None:

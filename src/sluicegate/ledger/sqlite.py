@@ -46,12 +46,11 @@ import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
-from dataclasses import replace
 from pathlib import Path
 from typing import Any, Final, Literal
 
 from sluicegate.errors import ConfigError, LedgerError, UnknownTransfer
-from sluicegate.ledger.base import Ledger
+from sluicegate.ledger.base import Ledger, LiveTransfer
 from sluicegate.ledger.model import (
     ErrorInfo,
     InvalidTransition,
@@ -116,6 +115,8 @@ _UPSERT_FINAL: Final = (
     " WHERE transfers.state = 'streaming'"
 )
 _BATCH_MAX: Final = 1024
+# Least seconds between two readings of the followed counters (progress_interval may be 0).
+_POLL_FLOOR: Final = 0.05
 # Inline commits between two checkpoints the writer thread runs (see _commit_inline).
 _CHECKPOINT_EVERY: Final = 500
 
@@ -139,22 +140,6 @@ class _Op:
         self.stop = stop
         self.ok = True
         self.value: Any = None
-
-
-class _Live:
-    """A transfer streaming in this instance. Only the event loop thread touches it."""
-
-    __slots__ = ("began", "bytes_sent", "flushed_at", "persisted", "record")
-
-    def __init__(self, record: TransferRecord, began: float) -> None:
-        self.record = record
-        self.began = began  # monotonic
-        self.bytes_sent = 0
-        self.flushed_at = began
-        self.persisted = False
-
-    def snapshot(self) -> TransferRecord:
-        return replace(self.record, bytes_sent=self.bytes_sent)
 
 
 class SQLiteLedger(Ledger):
@@ -234,10 +219,11 @@ class SQLiteLedger(Ledger):
         self.commit_delay = commit_delay
         #: this instance's row in ``owners``: its streaming transfers carry it
         self.owner_id = secrets.token_hex(8)
-        self._live: dict[str, _Live] = {}
         # Begun here, row not yet written; oldest first, so a sweep stops at the first young one.
-        self._pending: OrderedDict[str, _Live] = OrderedDict()
+        self._pending: OrderedDict[str, LiveTransfer] = OrderedDict()
         self._sweeper: asyncio.TimerHandle | None = None
+        # Reads the followed counters of written transfers (see _poll_progress).
+        self._poller: asyncio.TimerHandle | None = None
         # The loop collects ops in an outbox and hands them over in lists: one wake-up of
         # the writer per batch, not per op (a thread wake-up costs tens of µs of CPU).
         self._queue: queue.SimpleQueue[list[_Op]] = queue.SimpleQueue()
@@ -288,8 +274,9 @@ class SQLiteLedger(Ledger):
         leftovers = list(self._live.values())
         self._live.clear()
         self._pending.clear()
-        if self._sweeper is not None:
-            self._sweeper.cancel()
+        for timer in (self._sweeper, self._poller):
+            if timer is not None:
+                timer.cancel()
         for live in leftovers:
             final = live.snapshot().finished("interrupted", live.bytes_sent, at=now)
             self._enqueue(_Op(self._final_writer(final), None))
@@ -313,7 +300,7 @@ class SQLiteLedger(Ledger):
         self._check_open()
         tid = new_transfer_id()
         record = TransferRecord.started(tid, method, path, size=size, at=time.time())
-        live = self._live[tid] = _Live(record, time.monotonic())
+        live = self._live[tid] = LiveTransfer(record, time.monotonic())
         if self.begin_delay > 0:
             # One timer for all pending begins, not one per transfer: begin stays cheap.
             self._pending[tid] = live
@@ -397,7 +384,7 @@ class SQLiteLedger(Ledger):
                 self._persist_begin(live)
             else:
                 live.flushed_at = time.monotonic()
-                self._enqueue(_Op(_progress_writer(tid, live.bytes_sent), None))
+                self._enqueue(_Op(_progress_writer(tid, live.sent()), None))
         await self._submit(lambda c: None)
 
     async def _attach_receipt(
@@ -439,7 +426,7 @@ class SQLiteLedger(Ledger):
                 return
             self._persist_begin(live)
 
-    def _persist_begin(self, live: _Live) -> None:
+    def _persist_begin(self, live: LiveTransfer) -> None:
         self._pending.pop(live.record.id, None)
         if live.persisted or live.record.id not in self._live:
             return
@@ -447,12 +434,49 @@ class SQLiteLedger(Ledger):
         live.flushed_at = time.monotonic()
         rec = live.snapshot()
         owner = self.owner_id
+        if live.count is not None:
+            self._arm_poller()
 
         def insert(conn: sqlite3.Connection) -> None:
             # The final row may be there already: a finish committed on the loop first.
             conn.execute(_INSERT + " ON CONFLICT (id) DO NOTHING", _row(rec, owner))
 
         self._enqueue(_Op(insert, None))
+
+    def follow(self, transfer_id: str, sent: Callable[[], int]) -> None:
+        """Read ``sent()`` when progress is written (see :meth:`Ledger.follow`)."""
+        super().follow(transfer_id, sent)
+        live = self._live.get(transfer_id)
+        if live is not None and live.persisted:  # begin_delay=0: its row is written already
+            self._arm_poller()
+
+    def _arm_poller(self) -> None:
+        if self._poller is None:
+            assert self._loop is not None
+            # progress_interval may be 0 ("write every call"): a timer must not spin.
+            every = max(self.progress_interval, _POLL_FLOOR)
+            self._poller = self._loop.call_later(every, self._poll_progress)
+
+    def _poll_progress(self) -> None:
+        """Read the counters of followed transfers already written; queue what moved.
+
+        One timer for the whole ledger, armed only while some written transfer is
+        followed, so a short transfer never meets it; the writes it queues go out in one
+        batch and one commit, however many transfers moved.
+        """
+        self._poller = None
+        now = time.monotonic()
+        followed = False
+        for tid, live in self._live.items():
+            if live.count is None or not live.persisted:
+                continue
+            followed = True
+            before = live.bytes_sent
+            if live.sent() > before and now - live.flushed_at >= self.progress_interval:
+                live.flushed_at = now
+                self._enqueue(_Op(_progress_writer(tid, live.bytes_sent), None))
+        if followed:
+            self._arm_poller()
 
     def _enqueue(self, op: _Op, *, urgent: bool = False) -> None:
         self._outbox.append(op)
