@@ -162,3 +162,27 @@ async def test_a_transfer_written_at_once_is_followed_too(tmp_path: Path) -> Non
                 break
         assert (await other.get(tid)).bytes_sent == 1234
         await ledger.finish(tid, "completed", 1234)
+
+
+async def test_reading_a_record_here_does_not_keep_its_progress_from_the_store(
+    tmp_path: Path,
+) -> None:
+    """A ``get`` on the ledger that streams the transfer reads the counter too (the
+    status route does, every time a client asks): the next poll must still write what
+    the store does not have yet."""
+    sent = [0]
+    db = tmp_path / "ledger.db"
+    async with (
+        SQLiteLedger(db, begin_delay=0, progress_interval=0.05, commit_delay=0) as ledger,
+        SQLiteLedger(db) as other,
+    ):
+        tid = await ledger.begin("GET", "/big")
+        ledger.follow(tid, lambda: sent[0])
+        sent[0] = 4321
+        assert (await ledger.get(tid)).bytes_sent == 4321  # from memory, counter read
+        for _ in range(100):  # up to 2 s; one poll is 50 ms
+            await asyncio.sleep(0.02)
+            if (await other.get(tid)).bytes_sent == 4321:
+                break
+        assert (await other.get(tid)).bytes_sent == 4321
+        await ledger.finish(tid, "completed", 4321)

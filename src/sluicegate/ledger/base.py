@@ -286,7 +286,7 @@ class LiveTransfer:
     counter); :meth:`sent` reads the counter first.
     """
 
-    __slots__ = ("began", "bytes_sent", "count", "flushed_at", "persisted", "record")
+    __slots__ = ("began", "bytes_sent", "count", "flushed_at", "persisted", "record", "stored")
 
     def __init__(self, record: TransferRecord, began: float) -> None:
         #: the record as begun: 0 bytes, streaming
@@ -296,8 +296,10 @@ class LiveTransfer:
         self.bytes_sent = 0
         #: the counter :meth:`Ledger.follow` gave, if any
         self.count: Callable[[], int] | None = None
-        #: when progress was last handed to the store (monotonic)
+        #: when progress was last handed to the store (monotonic), and how many bytes
+        #: it said: a reading the ledger took meanwhile (a ``get``) is not in the store
         self.flushed_at = began
+        self.stored = 0
         #: its begin has been handed to the store
         self.persisted = False
 

@@ -327,8 +327,7 @@ class SQLiteLedger(Ledger):
         if live.persisted:
             now = time.monotonic()
             if now - live.flushed_at >= self.progress_interval:
-                live.flushed_at = now
-                self._enqueue(_Op(_progress_writer(transfer_id, bytes_sent), None))
+                self._store_progress(live, now)
 
     async def finish(
         self,
@@ -379,13 +378,19 @@ class SQLiteLedger(Ledger):
     async def flush(self) -> None:
         """Write pending begins and the latest progress, and wait for the commit."""
         self._check_open()
-        for tid, live in self._live.items():
+        for live in self._live.values():
             if not live.persisted:
                 self._persist_begin(live)
             else:
-                live.flushed_at = time.monotonic()
-                self._enqueue(_Op(_progress_writer(tid, live.sent()), None))
+                live.sent()
+                self._store_progress(live, time.monotonic())
         await self._submit(lambda c: None)
+
+    def _store_progress(self, live: LiveTransfer, now: float) -> None:
+        """Queue the write of ``live``'s byte count as it stands."""
+        live.flushed_at = now
+        live.stored = live.bytes_sent
+        self._enqueue(_Op(_progress_writer(live.record.id, live.bytes_sent), None))
 
     async def _attach_receipt(
         self, transfer_id: str, expected: TransferState, receipt: Receipt
@@ -433,6 +438,7 @@ class SQLiteLedger(Ledger):
         live.persisted = True
         live.flushed_at = time.monotonic()
         rec = live.snapshot()
+        live.stored = rec.bytes_sent
         owner = self.owner_id
         if live.count is not None:
             self._arm_poller()
@@ -467,14 +473,14 @@ class SQLiteLedger(Ledger):
         self._poller = None
         now = time.monotonic()
         followed = False
-        for tid, live in self._live.items():
+        for live in self._live.values():
             if live.count is None or not live.persisted:
                 continue
             followed = True
-            before = live.bytes_sent
-            if live.sent() > before and now - live.flushed_at >= self.progress_interval:
-                live.flushed_at = now
-                self._enqueue(_Op(_progress_writer(tid, live.bytes_sent), None))
+            # Against what the store has, not the last reading: a get() in between
+            # reads the counter too. The interval first: a timer may fire a hair early.
+            if now - live.flushed_at >= self.progress_interval and live.sent() > live.stored:
+                self._store_progress(live, now)
         if followed:
             self._arm_poller()
 
