@@ -608,14 +608,14 @@ class Pump:
             buffer.release(n)
         # else: the bytes stay taken until the sender has finished sending them
 
-    def _send_at_once(self, chunk: Bytes, n: int, held: int = 0) -> bool:
+    def _send_at_once(self, chunk: Bytes, n: int) -> bool:
         """Start sending ``chunk`` (``n`` bytes); True if the server took it at once.
 
         If the server must wait for the client, the rest of the send moves to a
-        sender task. The hot path of every fast download: one call per message,
-        everything inline. ``held``: see :meth:`_step_send`.
+        sender task. Queued messages take this path; a chunk sent straight out of
+        :meth:`_produce` takes the same steps written out there.
         """
-        blocked = self._step_send(chunk, n, held)
+        blocked = self._step_send(chunk, n)
         if blocked is None:
             if self._cap < self._burst:
                 self._grow()
