@@ -145,10 +145,11 @@ async def test_a_failing_counter_is_dropped_not_raised(
         await ledger.finish(tid, "completed", 20)
 
 
-async def test_a_transfer_written_at_once_is_followed_too(tmp_path: Path) -> None:
-    """``begin_delay=0`` writes the row before ``follow`` is called: it is polled anyway."""
+async def _followed_at_once(db: Path, read_here_first: bool) -> int:
+    """Stream a followed transfer whose row is written at once (``begin_delay=0``), move
+    its counter to 1234 (reading it here first if asked), and return what another
+    instance finds stored within 2 s (one poll is 50 ms)."""
     sent = [0]
-    db = tmp_path / "ledger.db"
     async with (
         SQLiteLedger(db, begin_delay=0, progress_interval=0.05, commit_delay=0) as ledger,
         SQLiteLedger(db) as other,
@@ -156,12 +157,21 @@ async def test_a_transfer_written_at_once_is_followed_too(tmp_path: Path) -> Non
         tid = await ledger.begin("GET", "/big")
         ledger.follow(tid, lambda: sent[0])
         sent[0] = 1234
-        for _ in range(100):  # up to 2 s; one poll is 50 ms
+        if read_here_first:
+            assert (await ledger.get(tid)).bytes_sent == 1234  # from memory: counter read
+        stored = 0
+        for _ in range(100):
             await asyncio.sleep(0.02)
-            if (await other.get(tid)).bytes_sent == 1234:
+            stored = (await other.get(tid)).bytes_sent
+            if stored == 1234:
                 break
-        assert (await other.get(tid)).bytes_sent == 1234
         await ledger.finish(tid, "completed", 1234)
+        return stored
+
+
+async def test_a_transfer_written_at_once_is_followed_too(tmp_path: Path) -> None:
+    """``begin_delay=0`` writes the row before ``follow`` is called: it is polled anyway."""
+    assert await _followed_at_once(tmp_path / "ledger.db", read_here_first=False) == 1234
 
 
 async def test_reading_a_record_here_does_not_keep_its_progress_from_the_store(
@@ -170,19 +180,4 @@ async def test_reading_a_record_here_does_not_keep_its_progress_from_the_store(
     """A ``get`` on the ledger that streams the transfer reads the counter too (the
     status route does, every time a client asks): the next poll must still write what
     the store does not have yet."""
-    sent = [0]
-    db = tmp_path / "ledger.db"
-    async with (
-        SQLiteLedger(db, begin_delay=0, progress_interval=0.05, commit_delay=0) as ledger,
-        SQLiteLedger(db) as other,
-    ):
-        tid = await ledger.begin("GET", "/big")
-        ledger.follow(tid, lambda: sent[0])
-        sent[0] = 4321
-        assert (await ledger.get(tid)).bytes_sent == 4321  # from memory, counter read
-        for _ in range(100):  # up to 2 s; one poll is 50 ms
-            await asyncio.sleep(0.02)
-            if (await other.get(tid)).bytes_sent == 4321:
-                break
-        assert (await other.get(tid)).bytes_sent == 4321
-        await ledger.finish(tid, "completed", 4321)
+    assert await _followed_at_once(tmp_path / "ledger.db", read_here_first=True) == 1234
