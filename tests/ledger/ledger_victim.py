@@ -3,6 +3,9 @@
 Usage: ``python ledger_victim.py sqlite PATH`` or ``python ledger_victim.py redis URL PREFIX``.
 It begins three transfers, completes the first, flushes, prints one JSON line with the ids
 and sleeps (at most a minute, so a forgotten victim still ends).
+
+``python ledger_victim.py sqlite-journal PATH`` completes one transfer and does not flush:
+its record is in the journal only (nothing folds it for an hour) when the line is printed.
 """
 
 from __future__ import annotations
@@ -18,6 +21,14 @@ BODY = b"the completed body"
 
 async def main(argv: list[str]) -> None:
     ledger: Ledger
+    if argv[0] == "sqlite-journal":
+        ledger = SQLiteLedger(argv[1], fold_delay=3600, commit_delay=3600)
+        await ledger.open()
+        done = await ledger.begin("GET", "/done.bin", size=len(BODY))
+        await ledger.finish(done, "completed", len(BODY), digest=digest_of(BODY))
+        print(json.dumps({"done": done, "live": []}), flush=True)
+        await asyncio.sleep(60)
+        return
     if argv[0] == "sqlite":
         ledger = SQLiteLedger(argv[1], heartbeat_interval=0.2, stale_after=30.0)
     else:

@@ -56,7 +56,8 @@ async def test_one_file_in_wal_mode_with_a_schema_version(tmp_path: Path) -> Non
 
 async def test_a_short_transfer_costs_one_row_write(tmp_path: Path) -> None:
     db = tmp_path / "l.db"
-    async with SQLiteLedger(db, begin_delay=3600) as ledger:
+    # Without the journal the finish commits the row itself (test_ledger_journal: with).
+    async with SQLiteLedger(db, begin_delay=3600, journal=False) as ledger:
         tid = await ledger.begin("GET", "/small")
         await ledger.progress(tid, 5)
         assert rows(db) == {}  # not written yet: the final state will be, in one go
@@ -124,6 +125,7 @@ async def test_periodic_maintenance_prunes_without_reopening(tmp_path: Path) -> 
     db = tmp_path / "l.db"
     async with SQLiteLedger(db, max_records=2, maintenance_interval=0.05) as ledger:
         ids = await _finished(ledger, 6, "/x")
+        await ledger.flush()  # folded from the journal
         await wait_until(lambda: len(rows(db)) <= 2)
         assert set(rows(db)) == set(ids[-2:])
 
@@ -187,7 +189,7 @@ async def test_a_stalled_owner_is_retired_and_comes_back(tmp_path: Path) -> None
 
 async def test_a_locked_store_fails_finish_cleanly_and_a_retry_works(tmp_path: Path) -> None:
     db = tmp_path / "l.db"
-    async with SQLiteLedger(db, busy_timeout=0.05) as ledger:
+    async with SQLiteLedger(db, busy_timeout=0.05, journal=False) as ledger:
         tid = await ledger.begin("GET", "/locked")
         blocker = raw(db)
         blocker.execute("BEGIN IMMEDIATE")  # another process holds the write lock
@@ -204,7 +206,7 @@ async def test_a_locked_store_fails_finish_cleanly_and_a_retry_works(tmp_path: P
 async def test_a_finish_never_waits_for_a_lock_on_the_loop(tmp_path: Path) -> None:
     """Finishes are committed on the loop, but a taken lock sends them to the writer."""
     db = tmp_path / "l.db"
-    async with SQLiteLedger(db, busy_timeout=5) as ledger:
+    async with SQLiteLedger(db, busy_timeout=5, journal=False) as ledger:
         tid = await ledger.begin("GET", "/locked")
         blocker = raw(db)
         blocker.execute("BEGIN IMMEDIATE")
@@ -230,7 +232,7 @@ async def test_many_finishes_on_the_loop_share_commits_and_the_writer_checkpoint
 
     monkeypatch.setattr(sqlite_backend, "_checkpoint", checkpoint)
     db = tmp_path / "l.db"
-    async with SQLiteLedger(db) as ledger:
+    async with SQLiteLedger(db, journal=False) as ledger:
 
         async def one() -> None:
             tid = await ledger.begin("GET", "/many")
@@ -246,12 +248,28 @@ async def test_many_finishes_on_the_loop_share_commits_and_the_writer_checkpoint
         assert len(checkpoints) == 1 and checkpoints[0][0] == 0 and checkpoints[0][2] > 0
 
 
+async def test_a_cancelled_finish_on_the_direct_path_is_still_recorded(tmp_path: Path) -> None:
+    """Without the journal: the first of a turn commits at once, the second is cancelled
+    while it waits for the end of the turn, and is committed all the same."""
+    async with SQLiteLedger(tmp_path / "l.db", journal=False) as ledger:
+        tids = [await ledger.begin("GET", f"/x/{i}") for i in range(2)]
+        tasks = [asyncio.create_task(ledger.finish(tid, "completed", 7)) for tid in tids]
+        await asyncio.sleep(0)
+        for task in tasks:
+            task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await tasks[1]
+        await asyncio.gather(tasks[0], return_exceptions=True)
+        await ledger.flush()
+        assert {rows(tmp_path / "l.db")[tid]["state"] for tid in tids} == {"completed"}
+
+
 async def test_a_lone_finish_is_committed_at_once_without_a_turn_of_the_loop(
     tmp_path: Path,
 ) -> None:
     """A serial client waits for no timer and no extra turn: the finish never suspends."""
     db = tmp_path / "l.db"
-    async with SQLiteLedger(db, commit_delay=3600) as ledger:
+    async with SQLiteLedger(db, commit_delay=3600, journal=False) as ledger:
         tid = await ledger.begin("GET", "/serial")
         step = ledger.finish(tid, "completed", 3, digest=digest_of(b"abc"))
         with pytest.raises(StopIteration):
@@ -270,7 +288,7 @@ async def test_after_a_burst_the_first_finish_of_a_turn_waits_to_share_its_commi
     tmp_path: Path,
 ) -> None:
     db = tmp_path / "l.db"
-    async with SQLiteLedger(db, commit_delay=3600) as ledger:
+    async with SQLiteLedger(db, commit_delay=3600, journal=False) as ledger:
         burst = [await ledger.begin("GET", f"/burst/{i}") for i in range(3)]
         await asyncio.gather(*(ledger.finish(tid, "completed", 1) for tid in burst))
         commits = ledger._inline_commits

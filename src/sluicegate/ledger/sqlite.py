@@ -3,13 +3,33 @@
 SQLite work happens on one writer thread per ledger. The event loop hands it work in
 batches (writes wait up to ``commit_delay`` for company) and the thread commits each batch
 in one transaction (group commit), so many concurrent streams cost few commits and thread
-wake-ups. One exception: the finishes that responses wait for (``commit_before_end``,
-with ``synchronous="NORMAL"``) are committed on the loop, because there a commit is a
-WAL append without fsync and cheaper than the trip to the thread and back: the first of
-a turn of the loop at once when finishes come alone (a serial client waits for no timer
-and no extra turn), the finishes of a busy turn together at its end; the loop never
-waits for a lock or a checkpoint (see
-:meth:`SQLiteLedger._submit_inline`)::
+wake-ups.
+
+The finishes that responses wait for (``commit_before_end``, with
+``synchronous="NORMAL"``) are where the time goes, so they take a shorter path:
+
+* **A short transfer's finish is one line appended to a journal** (a file per ledger
+  instance next to the database, ``<db>.<owner>.<n>.journal``), and the writer thread
+  folds the lines into SQLite ``fold_delay`` later, hundreds in one commit (see
+  :meth:`SQLiteLedger._journal_append`). Why: on a server, a SQLite commit of one record
+  cost about 100 µs of CPU per response on the development VM (7 ``pwrite`` and 6
+  ``fcntl`` calls, and the caches it evicts), against a 10 % budget of about 55 µs; the
+  append is one ``write`` (≈ 4 µs to build the line, < 1 µs to write it, in a tight
+  loop). It is as durable as the commit it replaces: in the page cache when ``write``
+  returns, so it survives ``kill -9`` (not a power loss, which ``synchronous="FULL"`` is
+  for, and which never journals). Every reader sees the record at once: this instance's
+  reads queue behind the fold, another instance reads the journals when the file has no
+  row, and recovery (on open and every ``maintenance_interval``) folds the journals of
+  dead owners before it retires their streams. A line carries a CRC-32: a line a crash
+  tore is skipped. Only transfers whose begin was never written use it (they ended
+  within ``begin_delay``): no other worker can have ended a row that does not exist, so
+  a journaled finish is never refused later.
+* Otherwise (a long transfer, ``journal=False``, or a journal that failed) the finish is
+  committed on the loop, because with ``synchronous="NORMAL"`` a commit is a WAL append
+  without fsync and cheaper than the trip to the thread and back: the first of a turn of
+  the loop at once when finishes come alone (a serial client waits for no timer and no
+  extra turn), the finishes of a busy turn together at its end; the loop never waits for
+  a lock or a checkpoint (see :meth:`SQLiteLedger._submit_inline`)::
 
     async with SQLiteLedger("/var/lib/app/transfers.db") as ledger:
         tid = await ledger.begin("GET", "/big.iso", size=4_700_000_000)
@@ -17,8 +37,8 @@ waits for a lock or a checkpoint (see
 
 Durability, in short (details in ``docs/guides/ledger.md``):
 
-* :meth:`~SQLiteLedger.finish` and receipts return once committed: they survive
-  ``kill -9`` of the process (and power loss too with ``synchronous="FULL"``). With
+* :meth:`~SQLiteLedger.finish` and receipts return once committed (or journaled): they
+  survive ``kill -9`` of the process (and power loss too with ``synchronous="FULL"``). With
   ``commit_before_end`` (the default) a response's end waits for that commit, so a
   client never holds a whole body whose ``completed`` record is not yet on disk.
 * :meth:`~SQLiteLedger.begin` is not awaited to disk: the row is written ``begin_delay``
@@ -36,6 +56,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import os
 import queue
@@ -44,6 +65,7 @@ import socket
 import sqlite3
 import threading
 import time
+import zlib
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -119,6 +141,10 @@ _BATCH_MAX: Final = 1024
 _POLL_FLOOR: Final = 0.05
 # Inline commits between two checkpoints the writer thread runs (see _commit_inline).
 _CHECKPOINT_EVERY: Final = 500
+# Bytes after which a journal is set aside for a new one (about 5,000 short records);
+# the writer deletes the old one once every record in it is folded into the file.
+_JOURNAL_ROTATE: Final = 1 << 20
+_JOURNAL_SUFFIX: Final = ".journal"
 
 
 class _Op:
@@ -165,6 +191,13 @@ class SQLiteLedger(Ledger):
         (see :class:`~sluicegate.ledger.Ledger`). A finish is then committed at once
         rather than after ``commit_delay``, because a client waits for it; finishes that
         arrive while the writer is busy still share one commit.
+    :param journal: with ``commit_before_end`` and ``synchronous="NORMAL"``, make a short
+        transfer's finish durable by appending it to this instance's journal file
+        instead of committing it (see the module's docstring); ``False`` commits every
+        finish to SQLite directly.
+    :param fold_delay: seconds journaled finishes wait before the writer folds them into
+        SQLite (one commit for all of them). Other workers read them from the journal
+        meanwhile.
     """
 
     def __init__(
@@ -183,10 +216,13 @@ class SQLiteLedger(Ledger):
         commit_delay: float = 0.005,
         settle_timeout: float = 1.0,
         commit_before_end: bool = True,
+        journal: bool = True,
+        fold_delay: float = 0.25,
     ) -> None:
         super().__init__(settle_timeout=settle_timeout, commit_before_end=commit_before_end)
         for name, value in (
             ("commit_delay", commit_delay),
+            ("fold_delay", fold_delay),
             ("max_age", max_age),
             ("progress_interval", progress_interval),
             ("begin_delay", begin_delay),
@@ -206,6 +242,8 @@ class SQLiteLedger(Ledger):
             raise ConfigError("max_records must be a positive integer")
         if synchronous not in ("NORMAL", "FULL"):
             raise ConfigError("synchronous must be 'NORMAL' or 'FULL'")
+        if not isinstance(journal, bool):
+            raise ConfigError("journal must be True or False")
         self.path = Path(path)
         self.max_age = max_age
         self.max_records = max_records
@@ -217,6 +255,8 @@ class SQLiteLedger(Ledger):
         self.synchronous = synchronous
         self.busy_timeout = busy_timeout
         self.commit_delay = commit_delay
+        self.journal = journal
+        self.fold_delay = fold_delay
         #: this instance's row in ``owners``: its streaming transfers carry it
         self.owner_id = secrets.token_hex(8)
         # Begun here, row not yet written; oldest first, so a sweep stops at the first young one.
@@ -229,6 +269,7 @@ class SQLiteLedger(Ledger):
         self._queue: queue.SimpleQueue[list[_Op]] = queue.SimpleQueue()
         self._outbox: list[_Op] = []
         self._handoff_timer: asyncio.TimerHandle | None = None
+        self._handoff_due = 0.0
         self._handoff_soon = False
         self._thread: threading.Thread | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -241,6 +282,17 @@ class SQLiteLedger(Ledger):
         # turn that had any had just one (then the first of a turn commits at once).
         self._turn_finishes = 0
         self._alone = True
+        # The journal a short transfer's finish is appended to (see _journal_append).
+        self._journal_fd: int | None = None
+        self._journal_path: Path | None = None
+        self._journal_gen = 0
+        self._journal_size = 0
+        # Set by the writer thread: a fold failed (keep the journals for recovery), or
+        # another worker retired this owner (and may have deleted its journal).
+        self._fold_failed = False
+        self._journal_lost = False
+        # Journals of dead owners folded in the open transaction: deleted after COMMIT.
+        self._folded_journals: list[Path] = []
 
     # -- lifecycle -----------------------------------------------------------------------
 
@@ -264,12 +316,18 @@ class SQLiteLedger(Ledger):
                 self._inline = _connect_inline(self.path)
             except sqlite3.Error as exc:  # the writer thread's connection still works
                 log.warning("ledger finishes go through the writer thread: %s", exc)
+            if self.journal:
+                try:
+                    self._open_journal()
+                except OSError as exc:
+                    log.warning("no ledger journal, finishes are committed directly: %s", exc)
 
     async def _close(self) -> None:
         self._commit_inline()
         if self._inline is not None:
             self._inline.close()
             self._inline = None
+        self._close_journal()
         now = time.time()
         leftovers = list(self._live.values())
         self._live.clear()
@@ -353,6 +411,8 @@ class SQLiteLedger(Ledger):
             raise InvalidTransition(f"bytes_sent went down from {live.bytes_sent} to {bytes_sent}")
         del self._live[transfer_id]
         self._pending.pop(transfer_id, None)
+        if self._journal_fd is not None and not live.persisted and self._journal_append(final):
+            return
         try:
             if self._inline is not None:
                 await self._submit_inline(final)
@@ -372,8 +432,11 @@ class SQLiteLedger(Ledger):
         live = self._live.get(transfer_id)
         if live is not None:
             return live.snapshot()
-        result: TransferRecord = await self._submit(_reader(transfer_id), write=False)
+        result: TransferRecord = await self._submit(self._reader(transfer_id), write=False)
         return result
+
+    def _reader(self, transfer_id: str) -> Callable[[sqlite3.Connection], TransferRecord]:
+        return lambda conn: _read(conn, transfer_id, self.path)
 
     async def flush(self) -> None:
         """Write pending begins and the latest progress, and wait for the commit."""
@@ -395,7 +458,20 @@ class SQLiteLedger(Ledger):
     async def _attach_receipt(
         self, transfer_id: str, expected: TransferState, receipt: Receipt
     ) -> bool:
+        path = self.path
+
         def attach(conn: sqlite3.Connection) -> bool:
+            if update(conn):
+                return True
+            # Perhaps only in another live worker's journal yet: fold it here (the same
+            # upsert its owner will run, which then changes nothing), then attach.
+            found = _find_in_journals(path, transfer_id)
+            if found is None or found[0].state != expected:
+                return False
+            _write_final(conn, found[0], found[1])
+            return update(conn)
+
+        def update(conn: sqlite3.Connection) -> bool:
             cur = conn.execute(
                 "UPDATE transfers SET receipt_bytes = ?, receipt_digest = ?, receipt_at = ?,"
                 " receipt_verified = ?, receipt_reason = ? WHERE id = ? AND state = ?",
@@ -484,15 +560,118 @@ class SQLiteLedger(Ledger):
         if followed:
             self._arm_poller()
 
-    def _enqueue(self, op: _Op, *, urgent: bool = False) -> None:
+    # -- the journal (loop side) ---------------------------------------------------------
+
+    def _journal_append(self, final: TransferRecord) -> bool:
+        """Make ``final`` durable with one append to this instance's journal.
+
+        Why: a response waits for this, and on a server a SQLite commit of the record
+        cost about 100 µs of CPU per response (7 ``pwrite`` and 6 ``fcntl`` calls, and
+        the caches it evicts), where this is one ``write`` of one line. The line is in
+        the kernel's page cache when ``write`` returns, so it survives ``kill -9`` of
+        the process (not a power loss: that is ``synchronous="FULL"``, which never
+        journals), the same as a WAL commit with ``synchronous=NORMAL``. The record is
+        then folded into SQLite by the writer thread within ``fold_delay``, many in one
+        commit, and by recovery if the process dies first.
+
+        Only for a transfer whose begin was never written (it ended within
+        ``begin_delay``): no other worker can have ended a row that does not exist, so
+        the finish cannot be refused later. False if the journal failed (it is closed,
+        and the finish takes the direct path).
+        """
+        if self._journal_lost:
+            self._journal_lost = False
+            self._rotate_journal()  # another worker folded and deleted the old one
+        fd = self._journal_fd
+        if fd is None:
+            return False
+        data = _journal_line(final)
+        try:
+            written = os.write(fd, data)
+        except OSError as exc:
+            written, reason = -1, str(exc)
+        else:
+            reason = f"short write ({written} of {len(data)} bytes)"
+        if written != len(data):
+            # A torn line stays the journal's last: recovery skips it (its checksum).
+            log.warning("ledger journal failed, finishes are committed directly: %s", reason)
+            self._close_journal()
+            return False
+        self._enqueue(_Op(self._folder(final), None), delay=self.fold_delay)
+        self._journal_size += written
+        if self._journal_size >= _JOURNAL_ROTATE:
+            self._rotate_journal()
+        return True
+
+    def _open_journal(self) -> None:
+        """Start a new journal file (a new generation) for this instance."""
+        self._journal_gen += 1
+        path = _journal_path(self.path, self.owner_id, self._journal_gen)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o600)
+        self._journal_fd, self._journal_path, self._journal_size = fd, path, 0
+
+    def _rotate_journal(self) -> None:
+        self._close_journal()
+        try:
+            self._open_journal()
+        except OSError as exc:
+            log.warning("no new ledger journal, finishes are committed directly: %s", exc)
+
+    def _close_journal(self) -> None:
+        """Stop appending; the writer deletes the file once what it holds is folded."""
+        fd, path = self._journal_fd, self._journal_path
+        self._journal_fd = self._journal_path = None
+        if fd is None or path is None:
+            return
+        os.close(fd)
+        # Queued after every fold of this journal: it runs after their commit.
+        self._enqueue(_Op(self._retirer(path), None, write=False), delay=self.fold_delay)
+
+    def _folder(self, final: TransferRecord) -> Callable[[sqlite3.Connection], None]:
+        owner = self.owner_id
+
+        def fold(conn: sqlite3.Connection) -> None:
+            try:
+                refused = _write_final(conn, final, owner)
+            except sqlite3.Error:
+                self._fold_failed = True  # keep the journals: recovery folds them
+                raise
+            if refused is not None:  # cannot happen (no row was written): say so
+                raise refused
+
+        return fold
+
+    def _retirer(self, path: Path) -> Callable[[sqlite3.Connection], None]:
+        def retire(conn: sqlite3.Connection) -> None:
+            if not self._fold_failed:
+                with contextlib.suppress(FileNotFoundError):
+                    path.unlink()
+
+        return retire
+
+    def _enqueue(self, op: _Op, *, urgent: bool = False, delay: float | None = None) -> None:
+        """Queue ``op`` for the writer: now if ``urgent``, else within ``delay``.
+
+        ``delay`` defaults to ``commit_delay``; journal folds pass ``fold_delay``. One
+        timer for the outbox, moved earlier if a later op may wait less.
+        """
         self._outbox.append(op)
         assert self._loop is not None
-        if urgent or self.commit_delay <= 0:
+        wait = self.commit_delay if delay is None else delay
+        if urgent or wait <= 0 or len(self._outbox) >= _BATCH_MAX:
             if not self._handoff_soon:
                 self._handoff_soon = True
                 self._loop.call_soon(self._handoff)
-        elif self._handoff_timer is None and not self._handoff_soon:
-            self._handoff_timer = self._loop.call_later(self.commit_delay, self._handoff)
+            return
+        if self._handoff_soon:
+            return
+        due = self._loop.time() + wait
+        if self._handoff_timer is not None:
+            if due >= self._handoff_due:
+                return
+            self._handoff_timer.cancel()
+        self._handoff_due = due
+        self._handoff_timer = self._loop.call_at(due, self._handoff)
 
     def _handoff(self) -> None:
         self._handoff_soon = False
@@ -619,8 +798,8 @@ class SQLiteLedger(Ledger):
 
         return write
 
-    @staticmethod
     def _remote_finisher(
+        self,
         transfer_id: str,
         state: TransferState | StateName,
         bytes_sent: int,
@@ -628,8 +807,11 @@ class SQLiteLedger(Ledger):
         error: BaseException | ErrorInfo | None,
         at: float,
     ) -> Callable[[sqlite3.Connection], None]:
+        db = self.path
+
         def write(conn: sqlite3.Connection) -> None:
-            final = _read(conn, transfer_id).finished(
+            # A record found only in a journal is final: finished() refuses it.
+            final = _read(conn, transfer_id, db).finished(
                 state, bytes_sent, digest=digest, error=error, at=at
             )
             info = final.error or ErrorInfo("", "")
@@ -658,6 +840,7 @@ class SQLiteLedger(Ledger):
         except BaseException as exc:
             self._call_loop(_settle_open, ready, _as_ledger_error(exc, "cannot open ledger"))
             return
+        self._unlink_folded(done=True)
         self._call_loop(_settle_open, ready, None)
         try:
             self._serve(conn)
@@ -717,7 +900,9 @@ class SQLiteLedger(Ledger):
             self._run_batch(conn, batch)
             if now >= next_maintenance:
                 next_maintenance = now + self.maintenance_interval
-                self._run_batch(conn, [_Op(self._maintain, None)])
+                maintain = _Op(self._maintain, None)
+                self._run_batch(conn, [maintain])
+                self._unlink_folded(done=maintain.ok)
             if any(op.stop for op in batch):
                 return
 
@@ -772,13 +957,25 @@ class SQLiteLedger(Ledger):
         )
         if beat.rowcount == 0:
             # Another worker judged us dead (we stalled past stale_after) and retired our
-            # streams; come back so that new transfers have a live owner.
+            # streams; come back so that new transfers have a live owner. It may have
+            # folded and deleted our journal too: the loop starts a new one.
             self._register_owner(conn)
+            self._journal_lost = True
+
+    def _unlink_folded(self, *, done: bool) -> None:
+        """Delete the journals recovery folded, once that is committed (``done``)."""
+        folded, self._folded_journals = self._folded_journals, []
+        if done:
+            for path in folded:
+                with contextlib.suppress(FileNotFoundError):
+                    path.unlink()
 
     def _maintain(self, conn: sqlite3.Connection) -> None:
-        """Retire the streams of dead owners, then prune by age and by count."""
+        """Fold dead owners' journals, retire their streams, then prune by age and count."""
         now = time.time()
         host = socket.gethostname()
+        dead: list[tuple[str, float]] = []
+        alive = {self.owner_id}
         for owner, owner_host, pid, proc_started, beat in conn.execute(
             "SELECT id, host, pid, proc_started, heartbeat_at FROM owners WHERE id != ?",
             (self.owner_id,),
@@ -786,12 +983,24 @@ class SQLiteLedger(Ledger):
             stale = now - beat > self.stale_after
             gone = owner_host == host and not process_alive(pid, proc_started)
             if stale or gone:
-                conn.execute(
-                    "UPDATE transfers SET state = 'interrupted', ended_at = max(started_at, ?)"
-                    " WHERE owner = ? AND state = 'streaming'",
-                    (beat, owner),
-                )
-                conn.execute("DELETE FROM owners WHERE id = ?", (owner,))
+                dead.append((owner, beat))
+            else:
+                alive.add(owner)
+        # First the journals: what a dead worker's clients saw complete becomes a row.
+        self._folded_journals = []
+        for path, owner in _journals(self.path):
+            if owner in alive:
+                continue
+            for final in _read_journal(path):
+                _write_final(conn, final, owner)  # a refusal: it was folded already
+            self._folded_journals.append(path)
+        for owner, beat in dead:
+            conn.execute(
+                "UPDATE transfers SET state = 'interrupted', ended_at = max(started_at, ?)"
+                " WHERE owner = ? AND state = 'streaming'",
+                (beat, owner),
+            )
+            conn.execute("DELETE FROM owners WHERE id = ?", (owner,))
         conn.execute(
             "UPDATE transfers SET state = 'interrupted', ended_at = max(started_at, ?)"
             " WHERE state = 'streaming' AND owner NOT IN (SELECT id FROM owners)",
@@ -864,14 +1073,14 @@ def _progress_writer(transfer_id: str, bytes_sent: int) -> Callable[[sqlite3.Con
     return write
 
 
-def _reader(transfer_id: str) -> Callable[[sqlite3.Connection], TransferRecord]:
-    return lambda conn: _read(conn, transfer_id)
-
-
-def _read(conn: sqlite3.Connection, transfer_id: str) -> TransferRecord:
+def _read(conn: sqlite3.Connection, transfer_id: str, db: Path) -> TransferRecord:
+    """The stored record; if there is none, the one a live worker's journal holds."""
     row = conn.execute(f"SELECT {_COLUMNS} FROM transfers WHERE id = ?", (transfer_id,)).fetchone()
     if row is None:
-        raise UnknownTransfer(transfer_id)
+        found = _find_in_journals(db, transfer_id)
+        if found is None:
+            raise UnknownTransfer(transfer_id)
+        return found[0]
     (tid, method, path, state, started, ended, sent, size, digest, eclass, emsg) = row[:11]
     r_bytes, r_digest, r_at, r_verified, r_reason = row[11:]
     return TransferRecord(
@@ -906,6 +1115,120 @@ def _row(rec: TransferRecord, owner: str) -> tuple[Any, ...]:
         None if rec.error is None else rec.error.error_class,
         None if rec.error is None else rec.error.message,
     )
+
+
+# -- the journal's format ----------------------------------------------------------------
+#
+# One line per record: the CRC-32 of the JSON text in 8 hex digits, a space, and a JSON
+# array of the record's fields (ASCII only: JSON escapes every control character, so a
+# line never holds a newline of its own). A line without its newline, or whose checksum
+# does not match, is a write a crash tore (or a disk that filled): it is skipped.
+
+
+# One encoder for every line: json.dumps with options builds a new one per call.
+_encode_json: Final = json.JSONEncoder(separators=(",", ":"), check_circular=False).encode
+
+
+def _journal_path(db: Path, owner: str, generation: int) -> Path:
+    return db.with_name(f"{db.name}.{owner}.{generation}{_JOURNAL_SUFFIX}")
+
+
+def _journals(db: Path) -> list[tuple[Path, str]]:
+    """The journal files next to ``db``, each with the owner that wrote it."""
+    prefix = db.name + "."
+    found = []
+    with contextlib.suppress(OSError):
+        for name in os.listdir(db.parent):
+            if name.startswith(prefix) and name.endswith(_JOURNAL_SUFFIX):
+                owner, _, _gen = name[len(prefix) : -len(_JOURNAL_SUFFIX)].partition(".")
+                found.append((db.parent / name, owner))
+    return found
+
+
+def _journal_line(rec: TransferRecord) -> bytes:
+    err = rec.error
+    text = _encode_json(
+        [
+            rec.id,
+            rec.method,
+            rec.path,
+            rec.state,
+            rec.started_at,
+            rec.ended_at,
+            rec.bytes_sent,
+            rec.size,
+            rec.digest,
+            None if err is None else err.error_class,
+            None if err is None else err.message,
+        ]
+    ).encode()
+    return b"%08x %s\n" % (zlib.crc32(text), text)
+
+
+def _parse_journal_line(line: bytes) -> TransferRecord | None:
+    """The record of one whole line (newline stripped), or None if it is damaged."""
+    crc, _, text = line.partition(b" ")
+    try:
+        if len(crc) != 8 or int(crc, 16) != zlib.crc32(text):
+            return None
+        (tid, method, path, state, started, ended, sent, size, digest, eclass, emsg) = json.loads(
+            text
+        )
+        return TransferRecord(
+            id=tid,
+            method=method,
+            path=path,
+            state=TransferState(state),
+            started_at=started,
+            ended_at=ended,
+            bytes_sent=sent,
+            size=size,
+            digest=digest,
+            error=None if eclass is None else ErrorInfo(eclass, emsg or ""),
+        )
+    except (ValueError, TypeError):
+        return None
+
+
+def _read_journal(path: Path) -> list[TransferRecord]:
+    """The whole records in a journal; torn or damaged lines are skipped and logged."""
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        return []
+    lines = data.split(b"\n")
+    torn = lines.pop()  # b"" when the last line is whole
+    records = []
+    damaged = 1 if torn else 0
+    for line in lines:
+        record = _parse_journal_line(line)
+        if record is None:
+            damaged += 1
+        else:
+            records.append(record)
+    if damaged:
+        log.warning("ledger journal %s: skipped %d damaged or torn line(s)", path, damaged)
+    return records
+
+
+def _find_in_journals(db: Path, transfer_id: str) -> tuple[TransferRecord, str] | None:
+    """The record of ``transfer_id`` in any journal next to ``db``, with its owner."""
+    needle = f'["{transfer_id}",'.encode()
+    for path, owner in _journals(db):
+        try:
+            data = path.read_bytes()
+        except FileNotFoundError:
+            continue
+        at = data.rfind(needle)
+        while at >= 0:
+            start = data.rfind(b"\n", 0, at) + 1
+            end = data.find(b"\n", at)
+            if end >= 0 and at == start + 9:
+                record = _parse_journal_line(data[start:end])
+                if record is not None and record.id == transfer_id:
+                    return record, owner
+            at = data.rfind(needle, 0, at)
+    return None
 
 
 # -- helpers that run on the event loop ------------------------------------------------
