@@ -78,6 +78,22 @@ async def test_the_fold_is_one_commit_for_many_finishes(tmp_path: Path) -> None:
         assert set(rows(db)) == set(tids)
 
 
+async def test_a_full_fold_goes_to_the_writer_without_waiting_for_its_delay(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(sqlite_backend, "_FOLD_MAX", 50)
+    db = tmp_path / "l.db"
+    async with SQLiteLedger(db, fold_delay=3600) as ledger:
+        for i in range(120):
+            tid = await ledger.begin("GET", f"/full/{i}")
+            await ledger.finish(tid, "completed", 1)
+        for _ in range(250):
+            if len(rows(db)) == 100:  # two full folds; the last 20 wait for the delay
+                break
+            await asyncio.sleep(0.02)
+        assert len(rows(db)) == 100 and lines(db) == 120
+
+
 async def test_a_finish_the_client_waits_for_survives_kill_9_in_the_journal_only(
     tmp_path: Path, victim: Victim
 ) -> None:

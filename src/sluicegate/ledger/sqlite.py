@@ -145,6 +145,8 @@ _CHECKPOINT_EVERY: Final = 500
 # the writer deletes the old one once every record in it is folded into the file.
 _JOURNAL_ROTATE: Final = 1 << 20
 _JOURNAL_SUFFIX: Final = ".journal"
+# Most journaled finishes waiting for one fold; more go to the writer at once.
+_FOLD_MAX: Final = 4096
 
 
 class _Op:
@@ -291,6 +293,8 @@ class SQLiteLedger(Ledger):
         # another worker retired this owner (and may have deleted its journal).
         self._fold_failed = False
         self._journal_lost = False
+        # Finishes journaled since the last handoff, and the op queued to fold them.
+        self._folds: list[TransferRecord] | None = None
         # Journals of dead owners folded in the open transaction: deleted after COMMIT.
         self._folded_journals: list[Path] = []
 
@@ -597,7 +601,15 @@ class SQLiteLedger(Ledger):
             log.warning("ledger journal failed, finishes are committed directly: %s", reason)
             self._close_journal()
             return False
-        self._enqueue(_Op(self._folder(final), None), delay=self.fold_delay)
+        folds = self._folds
+        if folds is None:
+            # One op folds every finish journaled until the next handoff: one statement
+            # (executemany) for all of them, and no op of its own per finish.
+            folds = self._folds = []
+            self._enqueue(_Op(self._folder(folds), None), delay=self.fold_delay)
+        folds.append(final)
+        if len(folds) >= _FOLD_MAX:
+            self._handoff()
         self._journal_size += written
         if self._journal_size >= _JOURNAL_ROTATE:
             self._rotate_journal()
@@ -627,17 +639,21 @@ class SQLiteLedger(Ledger):
         # Queued after every fold of this journal: it runs after their commit.
         self._enqueue(_Op(self._retirer(path), None, write=False), delay=self.fold_delay)
 
-    def _folder(self, final: TransferRecord) -> Callable[[sqlite3.Connection], None]:
+    def _folder(self, finals: list[TransferRecord]) -> Callable[[sqlite3.Connection], None]:
+        """The op that folds ``finals`` (the loop appends to it until the handoff)."""
         owner = self.owner_id
 
         def fold(conn: sqlite3.Connection) -> None:
             try:
-                refused = _write_final(conn, final, owner)
+                cur = conn.executemany(_UPSERT_FINAL, [_row(final, owner) for final in finals])
             except sqlite3.Error:
                 self._fold_failed = True  # keep the journals: recovery folds them
                 raise
-            if refused is not None:  # cannot happen (no row was written): say so
-                raise refused
+            if cur.rowcount != len(finals):
+                # Already there: another worker judged this one dead (it stalled) and
+                # folded its journal first. The same records, so nothing is lost.
+                log.info("ledger fold: %d of %d records were folded already",
+                         len(finals) - cur.rowcount, len(finals))  # fmt: skip
 
         return fold
 
@@ -675,6 +691,7 @@ class SQLiteLedger(Ledger):
 
     def _handoff(self) -> None:
         self._handoff_soon = False
+        self._folds = None  # handed over: the writer may read it now, the loop is done
         if self._handoff_timer is not None:
             self._handoff_timer.cancel()
             self._handoff_timer = None
