@@ -20,6 +20,11 @@ is where commits and round trips are shared.
 ``--in-process`` drives the same app straight through ASGI (no server, no socket, no
 client; uvloop when installed) and prints the CPU each response costs with and without
 the ledger: the figure a busy shared machine disturbs least.
+
+``--floor`` adds the same comparisons with a ledger that records nothing (its ``begin``
+returns a new id, its ``finish`` returns at once): what a recorded response costs before
+any store is involved (the ``Transfer-Id`` and ``Link`` headers, the digest, the end
+gate's extra message). No backend can add less than that.
 """
 
 from __future__ import annotations
@@ -40,7 +45,8 @@ from pathlib import Path
 from typing import Any
 
 from sluicegate import StreamResponse
-from sluicegate.ledger import Ledger, SQLiteLedger, digest_of
+from sluicegate.ledger import Ledger, SQLiteLedger, digest_of, new_transfer_id
+from sluicegate.ledger.model import Receipt, TransferRecord, TransferState
 
 SMALL = b"x" * 1024
 SMALL_DIGEST = digest_of(SMALL)
@@ -90,6 +96,33 @@ async def _null_cost(n: int, width: int) -> float:
 
     cpu, _ = await _cost(Null(Path("unused")), n, width)
     return cpu
+
+
+class NullLedger(Ledger):
+    """A ledger that records nothing: the floor of what recording a response costs."""
+
+    async def _open(self) -> None:
+        pass
+
+    async def _close(self) -> None:
+        pass
+
+    async def begin(self, method: str, path: str, *, size: int | None = None) -> str:
+        return new_transfer_id()
+
+    async def progress(self, transfer_id: str, bytes_sent: int) -> None:
+        pass
+
+    async def finish(self, *args: Any, **kwargs: Any) -> None:
+        pass
+
+    async def get(self, transfer_id: str) -> TransferRecord:
+        raise NotImplementedError
+
+    async def _attach_receipt(
+        self, transfer_id: str, expected: TransferState, receipt: Receipt
+    ) -> bool:
+        raise NotImplementedError
 
 
 async def measure(make: Callable[[], Ledger], n: int) -> dict[str, float]:
@@ -190,7 +223,9 @@ def _serve(where: str, port: int, commit_delay: float, before_end: bool) -> None
     import uvicorn
 
     ledger: Ledger
-    if where.startswith("redis://"):
+    if where == "null":
+        ledger = NullLedger(commit_before_end=before_end)
+    elif where.startswith("redis://"):
         from sluicegate.ledger.redis import RedisLedger
 
         ledger = RedisLedger(
@@ -212,6 +247,9 @@ def http_overhead(
     concurrency: int = 1,
 ) -> dict[str, float]:
     """Per request on uvicorn, /plain against /ledgered, keep-alive, taken in turns.
+
+    The ledger is SQLite in a temporary file, or Redis at ``redis_url``, or with
+    ``redis_url="null"`` the :class:`NullLedger` (``--floor``).
 
     Wall time is what the client sees; server CPU time (all threads, from psutil) is what
     the ledger costs the server, and is much less disturbed by other load on the machine.
@@ -366,6 +404,8 @@ def _run_in_process(args: argparse.Namespace) -> int:
     results: dict[str, Any] = {}
     with tempfile.TemporaryDirectory() as tmp, contextlib.ExitStack() as stack:
         db = Path(tmp) / "bench.db"
+        if args.floor:
+            results["floor"] = asyncio.run(in_process(NullLedger, args.requests, 5))
         results["sqlite"] = asyncio.run(in_process(lambda: SQLiteLedger(db), args.requests, 5))
         url = args.redis_url or stack.enter_context(redis_server())
         if url is not None:
@@ -410,6 +450,11 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="only CPU per response, driving the app in process (no server, no client)",
     )
+    parser.add_argument(
+        "--floor",
+        action="store_true",
+        help="also measure a ledger that records nothing (what any backend adds at least)",
+    )
     parser.add_argument("--serve", nargs=4, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.serve:
@@ -440,6 +485,10 @@ def main(argv: list[str] | None = None) -> int:
         if not args.no_http:
             for before_end in modes:
                 tag = "" if before_end else "_late"
+                if args.floor:
+                    results["http_floor" + tag] = http_overhead(
+                        args.requests, args.commit_delay, "null", before_end, width
+                    )
                 results["http" + tag] = http_overhead(
                     args.requests, args.commit_delay, before_end=before_end, concurrency=width
                 )
@@ -462,8 +511,10 @@ def main(argv: list[str] | None = None) -> int:
                 f"  (100 in flight)   finish latency {row['latency_us']:7.1f} µs"
             )
     for key, name in (
+        ("http_floor", "null"),
         ("http", "SQLite"),
         ("http_redis", "Redis"),
+        ("http_floor_late", "null"),
         ("http_late", "SQLite"),
         ("http_redis_late", "Redis"),
     ):

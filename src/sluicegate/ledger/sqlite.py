@@ -141,9 +141,9 @@ _BATCH_MAX: Final = 1024
 _POLL_FLOOR: Final = 0.05
 # Inline commits between two checkpoints the writer thread runs (see _commit_inline).
 _CHECKPOINT_EVERY: Final = 500
-# Bytes after which a journal is set aside for a new one (about 5,000 short records);
+# Bytes after which a journal is set aside for a new one (about 350 short records);
 # the writer deletes the old one once every record in it is folded into the file.
-_JOURNAL_ROTATE: Final = 1 << 20
+_JOURNAL_ROTATE: Final = 64 << 10
 _JOURNAL_SUFFIX: Final = ".journal"
 # Most journaled finishes waiting for one fold; more go to the writer at once.
 _FOLD_MAX: Final = 4096
