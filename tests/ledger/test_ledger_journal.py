@@ -26,7 +26,7 @@ import sluicegate.ledger.sqlite as sqlite_backend
 from sluicegate.ledger import SQLiteLedger, TransferRecord, digest_of, new_transfer_id
 from sluicegate.ledger.model import ErrorInfo
 from sluicegate.ledger.sqlite import _journal_line, _parse_journal_line, _read_journal
-from tests.ledger.test_ledger_sqlite import Victim, rows
+from tests.ledger.test_ledger_sqlite import Victim, raw, rows
 
 BODY = b"the completed body"
 
@@ -276,3 +276,28 @@ def test_sqlite_still_reads_the_row_plainly(tmp_path: Path) -> None:
         assert conn.execute("SELECT state FROM transfers WHERE id = ?", (tid,)).fetchone() == (
             "completed",
         )
+
+
+async def test_a_stalled_owner_whose_journal_was_folded_starts_a_new_one(tmp_path: Path) -> None:
+    db = tmp_path / "l.db"
+    async with SQLiteLedger(
+        db, heartbeat_interval=0.05, stale_after=1.0, fold_delay=3600
+    ) as stalled:
+        first = await stalled.begin("GET", "/before")
+        await stalled.finish(first, "completed", 1)
+        (old,) = journals(db)
+        with raw(db) as conn:  # as if its heartbeat had stopped long ago
+            conn.execute("UPDATE owners SET heartbeat_at = 0")
+        async with SQLiteLedger(db):
+            pass  # judged it dead: folded its journal and deleted it
+        assert rows(db)[first]["state"] == "completed" and not old.exists()
+        for _ in range(250):  # its next heartbeat notices, and the next finish rotates
+            if stalled._journal_lost:
+                break
+            await asyncio.sleep(0.02)
+        later = await stalled.begin("GET", "/after")
+        await stalled.finish(later, "completed", 2)
+        (new,) = journals(db)
+        assert new != old and later.encode() in new.read_bytes()
+        async with SQLiteLedger(db) as reader:
+            assert (await reader.get(later)).state == "completed"
