@@ -60,9 +60,11 @@ async def test_a_short_finish_is_one_journal_line_that_every_reader_sees(tmp_pat
     assert journals(db) == []  # everything folded: close deleted it
 
 
-async def test_the_fold_is_one_commit_for_many_finishes(tmp_path: Path) -> None:
+@pytest.mark.parametrize("with_json", [True, False])
+async def test_the_fold_is_one_statement_for_many_finishes(tmp_path: Path, with_json: bool) -> None:
     db = tmp_path / "l.db"
     async with SQLiteLedger(db, fold_delay=0.05) as ledger:
+        ledger._fold_json = with_json  # False: as with a SQLite built without JSON
 
         async def one(i: int) -> str:
             tid = await ledger.begin("GET", f"/many/{i}")
@@ -76,6 +78,10 @@ async def test_the_fold_is_one_commit_for_many_finishes(tmp_path: Path) -> None:
                 break
             await asyncio.sleep(0.02)
         assert set(rows(db)) == set(tids)
+        stored = rows(db)[tids[7]]
+        assert (stored["state"], stored["bytes_sent"]) == ("completed", 1)
+        assert stored["path"] == "/many/7"
+        assert stored["owner"] == ledger.owner_id and stored["ended_at"] >= stored["started_at"]
 
 
 async def test_a_full_fold_goes_to_the_writer_without_waiting_for_its_delay(
