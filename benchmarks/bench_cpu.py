@@ -59,9 +59,22 @@ def node_server() -> Iterator[tuple[int, psutil.Process] | None]:
 
 
 def cpu_seconds(proc: psutil.Process) -> float:
-    """User + system CPU seconds the process (all its threads) has used so far."""
-    t = proc.cpu_times()
-    return t.user + t.system
+    """CPU seconds the process (all its threads) has used so far.
+
+    Read from the scheduler's own count (``/proc/PID/task/*/schedstat``, nanoseconds)
+    where there is one: ``cpu_times`` counts in ticks of 10 ms, which is 5 % of a
+    whole 64 KiB download here. Elsewhere, user + system time from psutil.
+    """
+    total = 0
+    try:
+        for task in os.scandir(f"/proc/{proc.pid}/task"):
+            # A thread may end between the listing and the read.
+            with contextlib.suppress(FileNotFoundError), open(f"{task.path}/schedstat") as f:
+                total += int(f.read().split()[0])
+    except FileNotFoundError:
+        t = proc.cpu_times()
+        return t.user + t.system
+    return total / 1e9
 
 
 #: CPUs for the servers and for curl, or None to let the kernel choose.
