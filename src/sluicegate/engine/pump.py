@@ -78,7 +78,7 @@ from collections.abc import (
 )
 from typing import Any, Final
 
-from sluicegate.engine.buffer import FLUSH, Bytes, _Flush, nbytes, to_bytes
+from sluicegate.engine.buffer import Bytes, _Flush, nbytes, to_bytes
 from sluicegate.engine.channel import Channel
 from sluicegate.engine.metrics import REGISTRY, StreamMetrics
 from sluicegate.engine.sources import ChannelSource, Source
@@ -465,8 +465,10 @@ class Pump:
 
         A chunk that reaches the mark on its own while nothing is held and the head
         is out goes straight to the server (no queue, no lock); anything else is
-        queued, and sent when the budget is spent, when the producer lets the loop
-        turn (:meth:`_turn`), or at a :data:`FLUSH`.
+        queued, and sent when the budget is spent (:meth:`_make_room`), when the
+        producer lets the loop turn (:meth:`_turn`), or at a :data:`FLUSH`. Both hot
+        paths stay in this loop: one call (the append) per row of a CSV export, one
+        (the send) per chunk of a fast download.
         """
         channel = self.channel
         buffer = self._buffer
@@ -475,59 +477,32 @@ class Pump:
         append = buffer.append if buffer.policy == "wait" else _put_with_policy(channel)
         inline = PumpState.INLINE
         burst = self._burst
-        # For the straight-out path below: fixed for the pump's life.
-        send, metrics, digester, guard = self._send, self.metrics, self.digester, self.guard
         async for chunk in chunks:
             if type(chunk) is bytes:
                 n = len(chunk)
             else:
-                if chunk is FLUSH:
-                    if channel.closed:
-                        raise ChannelClosed("the stream has ended")
-                    buffer.mark()
+                chunk = to_bytes(chunk, charset)
+                if isinstance(chunk, _Flush):
                     await self._flush()
                     continue
-                chunk = to_bytes(chunk, charset)
-                assert not isinstance(chunk, _Flush)
                 n = nbytes(chunk)
             if n >= limit and n <= self._cap and not buffer.buffered and self.state is inline:
-                # Straight out: the same message the queue would make of it.
+                # Straight out: the same message the queue would make of it. (Not a
+                # method of its own: this runs once per chunk of a fast download.)
                 if channel.closed:
                     raise channel.error or ChannelClosed("the stream has ended")
-                # _send_at_once and _step_send, inlined: this runs once per chunk of
-                # a fast download, where every call and attribute load shows.
-                if digester is not None:
-                    digester.update(chunk)
-                # Held while it is sent: the chunk itself.
-                if n > metrics.peak_buffered:
-                    metrics.peak_buffered = n
-                metrics.bytes_buffered = n
-                step = send(
-                    {"type": "http.response.body", "body": chunk, "more_body": True}
-                ).__await__()
+                blocked = self._step_send(chunk, n, n)
+                # Drop our reference before the next chunk is made: a 20 MB chunk must
+                # not stay alive meanwhile (the send holds it while it needs it).
                 chunk = None
-                try:
-                    waiting_on = next(step, _AT_ONCE)
-                except OSError as exc:  # ASGI 2.4: the client is gone
-                    raise disconnected(exc) from exc
-                if waiting_on is _AT_ONCE:
-                    metrics.bytes_sent += n
+                if blocked is None:
                     buffer.bytes_out += n  # buffer.passed(n), inlined
-                    if guard is not None:
-                        self._judge(n, 0.0)
                     if self._cap < burst:
                         self._grow()
                     # Nothing is queued: a plain turn of the loop (see _pause).
                     await _NEXT_TURN
                 else:
-                    # The client lags. This message alone fills the budget, so the
-                    # producer could not read ahead while a sender task sent it: wait
-                    # for it right here, as a plain send loop would, and skip the
-                    # task, the wake-ups and the hand-back (measured: one in 26
-                    # messages of a fast download waits, on a core shared with curl).
-                    self._cap = self.max_message
-                    buffer.in_flight(n)  # counted until the server has taken it
-                    await self._wait_for_client(_Resume(step, waiting_on), n)
+                    await self._wait_straight(blocked, n)
                 if channel.closed:
                     return
                 continue
@@ -542,14 +517,22 @@ class Pump:
                 self._turn_pending = True
                 loop.call_soon(self._turn)
             if append(chunk, n) >= limit:
-                if channel.closed:
-                    raise channel.error or ChannelClosed("the stream has ended")
-                # Drop our reference: a 20 MB chunk must not stay alive while the
-                # producer makes the next one.
-                chunk = None
+                chunk = None  # as above
                 await self._make_room()
                 if channel.closed:
                     return
+
+    def _wait_straight(self, blocked: _Resume, n: int) -> Awaitable[None]:
+        """A chunk sent past the queue must wait for the client: finish it right here.
+
+        The chunk fills the budget alone, so there is nothing to read ahead while it
+        waits: the rest of the send is awaited in the producer's own task, where a
+        sender task would only add a task, its wake-ups and the hand-back (measured:
+        one in 26 messages of a fast download waits, on a core shared with curl).
+        """
+        self._cap = self.max_message  # the client lags: messages shrink back
+        self._buffer.in_flight(n)  # counted until the server has taken it
+        return self._wait_for_client(blocked, n)
 
     def _turn(self) -> None:
         """The loop turned with bytes queued: the producer is waiting; let them leave."""
@@ -572,7 +555,9 @@ class Pump:
         The fast path sends one message inline and returns :meth:`_pause`, the
         cheapest await there is: one turn of the loop, no coroutine object.
         """
-        buffer = self._buffer
+        channel, buffer = self.channel, self._buffer
+        if channel.closed:
+            raise channel.error or ChannelClosed("the stream has ended")
         if self.state is PumpState.INLINE:
             self._send_one()
             if self.state is PumpState.INLINE and buffer.queued < buffer.limit:
@@ -613,6 +598,9 @@ class Pump:
 
     async def _flush(self) -> None:
         """The producer asked for what it made to leave now (``FLUSH``)."""
+        if self.channel.closed:
+            raise ChannelClosed("the stream has ended")
+        self._buffer.mark()
         if self.state is PumpState.IDLE:
             await self._commit()
         while self.state is PumpState.INLINE and self._buffer.has_queued:
