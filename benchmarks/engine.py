@@ -67,9 +67,11 @@ def _free_port() -> int:
 
 @contextlib.contextmanager
 def server(
-    extra_env: dict[str, str] | None = None, args: tuple[str, ...] = ()
+    extra_env: dict[str, str] | None = None,
+    args: tuple[str, ...] = (),
+    app: str = "benchmarks.apps:app",
 ) -> Iterator[tuple[int, psutil.Process]]:
-    """Start ``benchmarks.apps:app`` on uvicorn (``args`` added); yield (port, process).
+    """Start ``app`` on uvicorn (``args`` added); yield (port, process).
 
     The server is stopped by its pid on the way out.
     """
@@ -80,7 +82,7 @@ def server(
             sys.executable,
             "-m",
             "uvicorn",
-            "benchmarks.apps:app",
+            app,
             "--port",
             str(port),
             "--log-level",

@@ -372,6 +372,38 @@ async def test_a_stalled_stream_reports_the_whole_chunk_it_keeps_alive() -> None
     await asyncio.wait_for(task, 10)
 
 
+async def test_a_chunk_sent_past_the_queue_that_must_wait_is_awaited_in_the_producers_task() -> (
+    None
+):
+    # Such a chunk fills the budget alone: nothing could be read ahead while it waits,
+    # so no sender task is started for it, and the producer makes nothing meanwhile.
+    client = Client()
+    made = 0
+    seen_while_blocked: list[tuple[int, list[str]]] = []
+
+    async def body() -> AsyncIterator[bytes]:
+        nonlocal made
+        for i in range(8):
+            made += 1
+            yield bytes([i]) * 65536
+
+    async def send(message: dict[str, Any]) -> None:
+        client.record(message)
+        if len(client.messages) % 3 == 0:  # every third message waits for the client
+            await asyncio.sleep(0.002)
+            names = [t.get_name() for t in asyncio.all_tasks()]
+            seen_while_blocked.append((made, names))
+
+    await asyncio.wait_for(StreamResponse(body())(SCOPE, client.receive, send), 10)
+    assert client.body == b"".join(bytes([i]) * 65536 for i in range(8))
+    assert client.endings == 1
+    assert len(seen_while_blocked) >= 2
+    for made_then, names in seen_while_blocked:
+        assert "sluicegate-sender" not in names
+        # The head and the body messages so far: only the chunk being sent was made.
+        assert made_then <= len(client.messages)
+
+
 # -- run_channel: a channel fed from the loop's own thread (a broadcast) ---------------
 
 

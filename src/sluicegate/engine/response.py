@@ -338,50 +338,69 @@ class StreamResponse(Response):
             return TransferState.CLIENT_GONE
         except Exception as exc:
             self._error = exc
-            if pump.started:
-                last = final_chunk(self.on_error, self.media_type, exc, self.charset)
-                if last is not None:
-                    logger.warning(
-                        "producer of %s failed; ended in band: %r", scope.get("path"), exc
-                    )
-                    # What was made before the failure, then the error record: all of
-                    # it counted in the digest, which the trailer then reports.
-                    while (chunk := channel.take(self.max_message)) is not None:
-                        await _send_counted(pump, chunk, True)
-                    await _send_counted(pump, last, False)
-                    await _send_trailers(send, digester if trailers else None)
-                    return TransferState.FAILED
-                if isinstance(exc, MemoryError):
-                    # Out of memory is load, not a bug: one line, not a traceback per
-                    # request (formatting one allocates too). Returning without the
-                    # last message closes the connection without the terminating chunk,
-                    # as re-raising would.
-                    logger.error(
-                        "out of memory producing %s; aborted after %d bytes",
-                        scope.get("path"),
-                        pump.metrics.bytes_sent,
-                    )
-                    return TransferState.FAILED
-                # After the commit the only honest signal left is an incomplete body:
-                # re-raising makes the server close the connection without the last chunk.
-                exc.add_note(f"sluicegate: response aborted after {pump.metrics.bytes_sent} bytes")
-                raise
-            if isinstance(exc, MemoryError):
-                logger.error("out of memory before the first chunk of %s", scope.get("path"))
-            else:
-                logger.exception("producer failed before the first chunk of %s", scope.get("path"))
-            REGISTRY.committed(self.metrics, 500)
-            await send_problem(
-                problem,  # past the end gate: this body is not the transfer's
-                500,
-                "Internal Server Error",
-                "the response failed before any of it was sent",
-                error=type(exc).__name__,
-            )
-            return TransferState.FAILED
+            return await self._failed(exc, scope, send, pump, problem=problem, trailers=trailers)
         finally:
             watcher.cancel()
             await asyncio.gather(watcher, return_exceptions=True)
+
+    async def _failed(
+        self,
+        exc: Exception,
+        scope: Scope,
+        send: Send,
+        pump: Pump,
+        *,
+        problem: Send,
+        trailers: bool,
+    ) -> TransferState:
+        """The producer (or a send) failed: make it visible, as far as the head allows.
+
+        Before the head: a 500 problem. After it: an in-band ending where the response
+        has one (what was made before it goes first), otherwise an incomplete body
+        (re-raised, so that the server closes the connection without the last chunk).
+        """
+        digester = pump.digester if trailers else None
+        if pump.started:
+            last = final_chunk(self.on_error, self.media_type, exc, self.charset)
+            if last is not None:
+                logger.warning("producer of %s failed; ended in band: %r", scope.get("path"), exc)
+                # What was made before the failure, then the error record: all of it
+                # counted in the digest, which the trailer then reports.
+                while (chunk := pump.channel.take(self.max_message)) is not None:
+                    await _send_counted(pump, chunk, True)
+                await _send_counted(pump, last, False)
+                await _send_trailers(send, digester)
+                return TransferState.FAILED
+            if isinstance(exc, MemoryError):
+                # Out of memory is load, not a bug: one line, not a traceback per
+                # request (formatting one allocates too). Returning without the last
+                # message closes the connection without the terminating chunk, as
+                # re-raising would.
+                logger.error(
+                    "out of memory producing %s; aborted after %d bytes",
+                    scope.get("path"),
+                    pump.metrics.bytes_sent,
+                )
+                return TransferState.FAILED
+            # After the commit the only honest signal left is an incomplete body:
+            # re-raising makes the server close the connection without the last chunk.
+            exc.add_note(f"sluicegate: response aborted after {pump.metrics.bytes_sent} bytes")
+            raise exc
+        if isinstance(exc, MemoryError):
+            logger.error("out of memory before the first chunk of %s", scope.get("path"))
+        else:
+            logger.error(
+                "producer failed before the first chunk of %s", scope.get("path"), exc_info=exc
+            )
+        REGISTRY.committed(pump.metrics, 500)
+        await send_problem(
+            problem,  # past the end gate: this body is not the transfer's
+            500,
+            "Internal Server Error",
+            "the response failed before any of it was sent",
+            error=type(exc).__name__,
+        )
+        return TransferState.FAILED
 
     async def _send_start(self, send: Send, size: int | None, *, trailers: bool = False) -> None:
         headers = self.raw_headers
