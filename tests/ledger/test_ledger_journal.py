@@ -307,3 +307,32 @@ async def test_a_stalled_owner_whose_journal_was_folded_starts_a_new_one(tmp_pat
         assert new != old and later.encode() in new.read_bytes()
         async with SQLiteLedger(db) as reader:
             assert (await reader.get(later)).state == "completed"
+
+
+async def test_a_record_folded_between_the_two_looks_of_another_reader_is_found(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The reader finds no row; before it scans the journals, the owner folds the record
+    # and deletes its journal. The reader must still find it (in the table, now).
+    db = tmp_path / "l.db"
+    find = sqlite_backend._find_in_journals
+
+    def owner_folds_first(path: Path, transfer_id: str) -> Any:
+        # What the owner's writer does: fold every line, commit, then delete the file.
+        with sqlite3.connect(db) as conn:
+            for journal, owner in sqlite_backend._journals(db):
+                for record in _read_journal(journal):
+                    sqlite_backend._write_final(conn, record, owner)
+        for journal in journals(db):
+            journal.unlink()
+        return find(path, transfer_id)
+
+    async with SQLiteLedger(db, fold_delay=3600) as ledger:
+        tid = await ledger.begin("GET", "/small", size=len(BODY))
+        await ledger.finish(tid, "completed", len(BODY), digest=digest_of(BODY))
+        receipt_tid = await ledger.begin("GET", "/small", size=len(BODY))
+        await ledger.finish(receipt_tid, "completed", len(BODY), digest=digest_of(BODY))
+        monkeypatch.setattr(sqlite_backend, "_find_in_journals", owner_folds_first)
+        async with SQLiteLedger(db) as other:
+            assert (await other.get(tid)).state == "completed"
+            assert (await other.receipt(receipt_tid, len(BODY), digest_of(BODY))).verified

@@ -480,7 +480,11 @@ class SQLiteLedger(Ledger):
             # Perhaps only in another live worker's journal yet: fold it here (the same
             # upsert its owner will run, which then changes nothing), then attach.
             found = _find_in_journals(path, transfer_id)
-            if found is None or found[0].state != expected:
+            if found is None:
+                # Folded by its owner since the first look (the fold commits before
+                # the journal goes): the row is there now if anywhere.
+                return update(conn)
+            if found[0].state != expected:
                 return False
             _write_final(conn, found[0], found[1])
             return update(conn)
@@ -1120,12 +1124,17 @@ def _progress_writer(transfer_id: str, bytes_sent: int) -> Callable[[sqlite3.Con
 
 def _read(conn: sqlite3.Connection, transfer_id: str, db: Path) -> TransferRecord:
     """The stored record; if there is none, the one a live worker's journal holds."""
-    row = conn.execute(f"SELECT {_COLUMNS} FROM transfers WHERE id = ?", (transfer_id,)).fetchone()
+    query = f"SELECT {_COLUMNS} FROM transfers WHERE id = ?"
+    row = conn.execute(query, (transfer_id,)).fetchone()
     if row is None:
         found = _find_in_journals(db, transfer_id)
-        if found is None:
+        if found is not None:
+            return found[0]
+        # Its owner may have folded it and deleted the journal since the first look:
+        # a fold commits before its journal goes, so the row is there now if anywhere.
+        row = conn.execute(query, (transfer_id,)).fetchone()
+        if row is None:
             raise UnknownTransfer(transfer_id)
-        return found[0]
     (tid, method, path, state, started, ended, sent, size, digest, eclass, emsg) = row[:11]
     r_bytes, r_digest, r_at, r_verified, r_reason = row[11:]
     return TransferRecord(
