@@ -4,7 +4,8 @@
 ``/starlette``  Starlette's ``StreamingResponse``
 ``/sluice``     sluicegate's ``StreamResponse``
 
-Query parameters: ``kind`` (``bytes`` chunks of ``chunk`` bytes, ``async-rows`` or
+Query parameters: ``turn`` (``/bare`` only: let the loop turn after every message),
+``kind`` (``bytes`` chunks of ``chunk`` bytes, ``async-rows`` or
 ``sync-rows`` of about 50 bytes), ``count`` (how many), ``rate`` (producer bytes/s,
 0 for as fast as possible); for ``/sluice`` also ``hwm`` (its high-water mark, 64 KiB
 unless given) and ``msg`` (its ``max_message``, sluicegate's default unless given).
@@ -83,7 +84,12 @@ async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
     path = scope["path"]
     if path == "/bare":
         await send({"type": "http.response.start", "status": 200, "headers": []})
-        if is_async:
+        if is_async and p.get("turn"):
+            # A turn of the loop after every message, as sluicegate's pump takes one.
+            async for piece in content:
+                await send({"type": "http.response.body", "body": piece, "more_body": True})
+                await asyncio.sleep(0)
+        elif is_async:
             async for piece in content:
                 await send({"type": "http.response.body", "body": piece, "more_body": True})
         else:

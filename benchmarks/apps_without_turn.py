@@ -1,6 +1,6 @@
 """``benchmarks.apps`` with the pump's turn of the loop after every message taken out.
 
-For ``bench_cpu.py --without-turn`` only: it measures what that turn costs per GB,
+For ``bench_cpu.py --turn-cost`` only: it measures what that turn costs per GB,
 beside the real thing. The turn is what lets a server learn that the client left
 before the producer makes its next chunk (issue 14: production stops within one chunk
 of a disconnect), so sluicegate itself never runs without it; a pump built this way

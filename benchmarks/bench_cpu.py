@@ -9,9 +9,12 @@ download, and divides by the bytes sent:
 ``starlette``  Starlette's ``StreamingResponse``
 ``sluice``     sluicegate's ``StreamResponse``
 ``node``       Node's ``Readable.from(gen).pipe(res)``, when ``node`` is installed
-``noturn``     with ``--without-turn``: sluicegate with the turn of the loop after
+``noturn``     with ``--turn-cost``: sluicegate with the turn of the loop after
                every message taken out (``benchmarks.apps_without_turn``), to show
                what that turn costs
+``bare+turn``  with ``--turn-cost``: the bare loop with a turn after every message,
+               the least any server-side code can cost that notices a client that left
+               before it makes the next chunk (issue 14)
 
 The Python variants share one uvicorn process (httptools, uvloop) and one async
 generator (``benchmarks.apps``); Node serves the same chunk from an async generator
@@ -158,7 +161,7 @@ def without_turn_server(wanted: bool) -> Iterator[tuple[int, psutil.Process] | N
 
 
 def run(
-    runs: int, total: int, placement: str = "apart", *, without_turn: bool = False
+    runs: int, total: int, placement: str = "apart", *, turn_cost: bool = False
 ) -> list[engine.Result]:
     """Measure every variant ``runs`` times per chunk size, interleaved; one Result each."""
     results = {
@@ -173,7 +176,7 @@ def run(
     with (
         engine.server(args=UVICORN) as (py_port, py_proc),
         node_server() as node,
-        without_turn_server(without_turn) as noturn,
+        without_turn_server(turn_cost) as noturn,
     ):
         targets: dict[str, tuple[int, psutil.Process, str]] = {
             v: (py_port, py_proc, f"/{v}?kind=bytes&chunk={{chunk}}&count={{count}}")
@@ -181,6 +184,8 @@ def run(
         }
         if noturn is not None:
             targets["noturn"] = (*noturn, "/sluice?kind=bytes&chunk={chunk}&count={count}")
+            bare_turn = "/bare?turn=1&kind=bytes&chunk={chunk}&count={count}"
+            targets["bare+turn"] = (py_port, py_proc, bare_turn)
         if node is not None:
             targets["node"] = (node[0], node[1], "/?chunk={chunk}&count={count}&rate=1")
         for port, proc, template in targets.values():  # warm up
@@ -213,14 +218,14 @@ def section(
     total: int,
     placements: tuple[str, ...] = ("apart", "shared"),
     *,
-    without_turn: bool = False,
+    turn_cost: bool = False,
 ) -> list[str]:
     """The Markdown for BENCHMARKS.md: one table per placement and chunk size, ratios
     vs Starlette."""
     lines: list[str] = []
     for placement in placements:
         pin(placement)
-        for res in run(runs, total, placement, without_turn=without_turn):
+        for res in run(runs, total, placement, turn_cost=turn_cost):
             lines += engine.table(res, "starlette", "{:.3f}")
     return lines
 
@@ -235,9 +240,9 @@ def main(argv: list[str] | None = None) -> int:
         help="comma-separated, each of apart, shared, free (see PLACEMENTS; default: apart,shared)",
     )
     ap.add_argument(
-        "--without-turn",
+        "--turn-cost",
         action="store_true",
-        help="add sluicegate without its turn of the loop per message (what the turn costs)",
+        help="add sluicegate without its turn of the loop per message, and a bare loop with one",
     )
     args = ap.parse_args(argv)
     if args.runs < 1 or args.mib < 1:
@@ -245,7 +250,7 @@ def main(argv: list[str] | None = None) -> int:
     placements = tuple(p.strip() for p in args.placement.split(",") if p.strip())
     if not placements or any(p not in PLACEMENTS for p in placements):
         ap.error(f"--placement takes a list of {', '.join(PLACEMENTS)}")
-    lines = section(args.runs, args.mib * engine.MiB, placements, without_turn=args.without_turn)
+    lines = section(args.runs, args.mib * engine.MiB, placements, turn_cost=args.turn_cost)
     print("\n".join(lines))
     return 0
 
