@@ -1135,8 +1135,17 @@ def _read(conn: sqlite3.Connection, transfer_id: str, db: Path) -> TransferRecor
         row = conn.execute(query, (transfer_id,)).fetchone()
         if row is None:
             raise UnknownTransfer(transfer_id)
-    (tid, method, path, state, started, ended, sent, size, digest, eclass, emsg) = row[:11]
     r_bytes, r_digest, r_at, r_verified, r_reason = row[11:]
+    receipt = (
+        None if r_bytes is None else Receipt(r_bytes, r_digest, r_at, bool(r_verified), r_reason)
+    )
+    return _record(row[:11], receipt)
+
+
+def _record(fields: Sequence[Any], receipt: Receipt | None = None) -> TransferRecord:
+    """A record from its eleven stored fields, in ``_COLUMNS`` order (a row or a journal
+    line); raises ValueError or TypeError if they do not fit."""
+    (tid, method, path, state, started, ended, sent, size, digest, eclass, emsg) = fields
     return TransferRecord(
         id=tid,
         method=method,
@@ -1148,9 +1157,7 @@ def _read(conn: sqlite3.Connection, transfer_id: str, db: Path) -> TransferRecor
         size=size,
         digest=digest,
         error=None if eclass is None else ErrorInfo(eclass, emsg or ""),
-        receipt=None
-        if r_bytes is None
-        else Receipt(r_bytes, r_digest, r_at, bool(r_verified), r_reason),
+        receipt=receipt,
     )
 
 
@@ -1225,21 +1232,7 @@ def _parse_journal_line(line: bytes) -> TransferRecord | None:
     try:
         if len(crc) != 8 or int(crc, 16) != zlib.crc32(text):
             return None
-        (tid, method, path, state, started, ended, sent, size, digest, eclass, emsg) = json.loads(
-            text
-        )
-        return TransferRecord(
-            id=tid,
-            method=method,
-            path=path,
-            state=TransferState(state),
-            started_at=started,
-            ended_at=ended,
-            bytes_sent=sent,
-            size=size,
-            digest=digest,
-            error=None if eclass is None else ErrorInfo(eclass, emsg or ""),
-        )
+        return _record(json.loads(text))
     except (ValueError, TypeError):
         return None
 
