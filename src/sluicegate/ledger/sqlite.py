@@ -1161,10 +1161,11 @@ def _record(fields: Sequence[Any], receipt: Receipt | None = None) -> TransferRe
     )
 
 
-def _row(rec: TransferRecord, owner: str) -> tuple[Any, ...]:
+def _fields(rec: TransferRecord) -> tuple[Any, ...]:
+    """The eleven stored fields of ``rec``, in ``_COLUMNS`` order (see :func:`_record`)."""
+    err = rec.error
     return (
         rec.id,
-        owner,
         rec.method,
         rec.path,
         rec.state,
@@ -1173,9 +1174,15 @@ def _row(rec: TransferRecord, owner: str) -> tuple[Any, ...]:
         rec.bytes_sent,
         rec.size,
         rec.digest,
-        None if rec.error is None else rec.error.error_class,
-        None if rec.error is None else rec.error.message,
+        None if err is None else err.error_class,
+        None if err is None else err.message,
     )
+
+
+def _row(rec: TransferRecord, owner: str) -> tuple[Any, ...]:
+    """The table row of ``rec``: its fields with the owner after the id."""
+    tid, *rest = _fields(rec)
+    return (tid, owner, *rest)
 
 
 # -- the journal's format ----------------------------------------------------------------
@@ -1207,22 +1214,7 @@ def _journals(db: Path) -> list[tuple[Path, str]]:
 
 
 def _journal_line(rec: TransferRecord) -> bytes:
-    err = rec.error
-    text = _encode_json(
-        [
-            rec.id,
-            rec.method,
-            rec.path,
-            rec.state,
-            rec.started_at,
-            rec.ended_at,
-            rec.bytes_sent,
-            rec.size,
-            rec.digest,
-            None if err is None else err.error_class,
-            None if err is None else err.message,
-        ]
-    ).encode()
+    text = _encode_json(_fields(rec)).encode()
     return b"%08x %s\n" % (zlib.crc32(text), text)
 
 
