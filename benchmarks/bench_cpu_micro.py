@@ -85,7 +85,8 @@ async def _rows(count: int) -> AsyncIterator[bytes]:
 
 
 async def _rows_sluice(count: int) -> None:
-    await StreamResponse(_rows(count))(SCOPE, _Server().receive, _Server().send)
+    server = _Server()
+    await StreamResponse(_rows(count))(SCOPE, server.receive, server.send)
 
 
 async def _rows_floor(count: int) -> None:

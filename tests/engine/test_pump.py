@@ -379,7 +379,8 @@ async def test_a_chunk_sent_past_the_queue_that_must_wait_is_awaited_in_the_prod
     # so no sender task is started for it, and the producer makes nothing meanwhile.
     client = Client()
     made = 0
-    seen_while_blocked: list[tuple[int, list[str]]] = []
+    # While a send waits: chunks made, body messages sent so far, the tasks alive.
+    seen_while_blocked: list[tuple[int, int, list[str]]] = []
 
     async def body() -> AsyncIterator[bytes]:
         nonlocal made
@@ -392,16 +393,16 @@ async def test_a_chunk_sent_past_the_queue_that_must_wait_is_awaited_in_the_prod
         if len(client.messages) % 3 == 0:  # every third message waits for the client
             await asyncio.sleep(0.002)
             names = [t.get_name() for t in asyncio.all_tasks()]
-            seen_while_blocked.append((made, names))
+            seen_while_blocked.append((made, len(client.messages) - 1, names))
 
     await asyncio.wait_for(StreamResponse(body())(SCOPE, client.receive, send), 10)
     assert client.body == b"".join(bytes([i]) * 65536 for i in range(8))
     assert client.endings == 1
     assert len(seen_while_blocked) >= 2
-    for made_then, names in seen_while_blocked:
+    for made_then, sent_then, names in seen_while_blocked:
         assert "sluicegate-sender" not in names
-        # The head and the body messages so far: only the chunk being sent was made.
-        assert made_then <= len(client.messages)
+        # Nothing made beyond the chunk whose send waits (the last message recorded).
+        assert made_then == sent_then
 
 
 # -- run_channel: a channel fed from the loop's own thread (a broadcast) ---------------

@@ -529,7 +529,7 @@ class Pump:
         waits: the rest of the send is awaited in the producer's own task, where a
         sender task would only add a task, its wake-ups and the hand-back. (On a core
         shared with curl, one 64 KiB message in 26 to 36 waits; handing each to a
-        sender cost about 5 % more CPU per GB, measured.)
+        sender cost about 6 % more CPU per GB, measured.)
         """
         self._cap = self.max_message  # the client lags: messages shrink back
         self._buffer.in_flight(n)  # counted until the server has taken it
